@@ -108,7 +108,9 @@ def mask_pool(
         [B,Q,C] pooled region vectors.
     """
     if masks.dim() != 4 or feats.dim() != 4:
-        raise ValueError(f"expected masks [B,Q,H,W] and feats [B,C,H,W], got {masks.shape}, {feats.shape}")
+        raise ValueError(
+            f"expected masks [B,Q,H,W] and feats [B,C,H,W], got {masks.shape}, {feats.shape}"
+        )
     acc = _acc_dtype(masks, feats)
     device_type = feats.device.type
     # autocast would silently downcast the matmul to bf16; the sums over ~1e5 pixels need fp32.
@@ -169,7 +171,9 @@ def mask_pool_seq(
     Returns:
         [B,Q,C] pooled vectors (see :func:`mask_pool` for dtype).
     """
-    return mask_pool(masks, seq_to_spatial(memory, hw), eps=eps, chunk_size=chunk_size, out_dtype=out_dtype)
+    return mask_pool(
+        masks, seq_to_spatial(memory, hw), eps=eps, chunk_size=chunk_size, out_dtype=out_dtype
+    )
 
 
 def naive_mask_pool(masks: Tensor, feats: Tensor, eps: float = 1e-6) -> Tensor:

@@ -1,0 +1,375 @@
+"""Region-token head: mask -> region token -> reasoning -> refined mask, iterated T times.
+
+The head is driven by :class:`region_sam3.models.region_seg_head.RegionAwareSegmentationHead`,
+which hands it SAM3's base mask logits M^0, the decoder's last-layer queries, the pixel
+decoder's instance embeddings and the fusion-encoder memory. For t = 1..T:
+
+1. ``A = sigmoid(M^{t-1})`` (detached when ``detach_between_iters``: the masks steer pooling and
+   attention, gradients flow through the residual logit chain and the features instead).
+2. Mask-guided pooling (one batched matmul, :mod:`region_sam3.models.pooling`) from the instance
+   embeddings (optionally area-downsampled to ``pool_resolution``) and from the encoder memory.
+3. ``R^t = LayerNorm(q^{t-1} + MLP(concat pooled))`` with ``q^0`` = decoder last-layer queries.
+4. Region self-attention (inter-region competition), post-norm.
+5. Mask2Former masked cross-attention region -> memory tokens (low-res grid, attend where the
+   resized mask > ``mask_threshold``; a row that would be all-masked is left unmasked), post-norm.
+6. FFN, post-norm.
+7. ``M^t = M^{t-1} + g * einsum(mask_embed(R^t), instance_embeds)`` (``residual=True``), or
+   ``M^t = einsum(...)`` (``residual=False``); ``g`` = optional text gate
+   ``sigmoid(<R_k, W t> / sqrt(C) + b)`` with ``t`` the masked mean of the text prompt tokens.
+8. Optional write-back (t < T only, the last one would be unused):
+   ``instance_embeds += einsum(softmax_k(M^t), g * W R^t)``.
+
+Initialisation (residual mode): the last linear of ``mask_embed`` and the write-back projection
+are zero-initialised, so at init every ``M^t`` equals ``M^0`` exactly and the instance embeddings
+are untouched: adding the head cannot destroy the pretrained masks. In fresh mode
+(``residual=False``) ``mask_embed`` is initialised by
+:func:`region_sam3.models.region_seg_head.build_region_seg_head` as a copy of SAM3's
+``mask_predictor.mask_embed``.
+
+Weights are shared across iterations (``share_weights=True``, a recurrent refinement block,
+constant parameter count in T) or one block per iteration.
+
+DAC / one-to-many queries: in training SAM3 appends ``num_o2o`` one-to-many queries. When the
+caller passes ``num_o2o`` and ``Q == 2 * num_o2o`` we mirror SAM3's DAC decoder: self-attention
+and the write-back softmax use only the one-to-one regions (o2m duplicates must not compete with
+or overwrite the o2o ones); every other step is per-region and runs on all queries.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from sam3.model.model_misc import MLP
+from torch import Tensor
+
+from region_sam3.models.pooling import mask_pool, resize_masks
+
+__all__ = ["RegionHead", "RegionRefineBlock", "masked_mean_text", "region_attn_mask"]
+
+
+def masked_mean_text(prompt: Tensor, prompt_mask: Tensor | None) -> Tensor:
+    """Mean of the valid prompt tokens.
+
+    Args:
+        prompt: [L,B,C] sequence-first prompt tokens (SAM3 convention).
+        prompt_mask: [B,L] key padding mask, True = padding; None = all valid.
+
+    Returns:
+        [B,C]; a prompt with no valid token gives zeros.
+    """
+    if prompt_mask is None:
+        return prompt.mean(0)
+    valid = (~prompt_mask).to(prompt.dtype).transpose(0, 1).unsqueeze(-1)  # [L,B,1]
+    return (prompt * valid).sum(0) / valid.sum(0).clamp_min(1.0)
+
+
+def region_attn_mask(masks_low: Tensor, threshold: float, num_heads: int) -> Tensor:
+    """Mask2Former attention mask from soft region masks.
+
+    Args:
+        masks_low: [B,Q,H,W] soft masks already on the key grid.
+        threshold: attend where mask > threshold.
+        num_heads: attention heads (mask is repeated per head, batch-major as nn.MultiheadAttention
+            expects).
+
+    Returns:
+        [B*num_heads,Q,H*W] bool, True = NOT allowed to attend. Rows with no allowed key are set
+        all-False (attend everywhere) so softmax never sees a fully masked row (no NaN).
+    """
+    blocked = masks_low.flatten(2) <= threshold  # [B,Q,N]
+    blocked = blocked & ~blocked.all(-1, keepdim=True)
+    return blocked.repeat_interleave(num_heads, dim=0)
+
+
+class RegionRefineBlock(nn.Module):
+    """One refinement step's parameters (see module docstring for the maths)."""
+
+    def __init__(
+        self,
+        d_model: int,
+        num_sources: int,
+        num_heads: int,
+        dim_feedforward: int,
+        dropout: float,
+        use_self_attn: bool,
+        use_cross_attn: bool,
+        use_ffn: bool,
+        use_writeback: bool,
+        use_text_gating: bool,
+        zero_init_delta: bool,
+    ) -> None:
+        super().__init__()
+        c = d_model
+        self.pool_mlp = (
+            nn.Sequential(nn.Linear(num_sources * c, c), nn.ReLU(inplace=True), nn.Linear(c, c))
+            if num_sources > 0
+            else None
+        )
+        self.token_norm = nn.LayerNorm(c)
+        self.dropout = nn.Dropout(dropout)
+        if use_self_attn:
+            self.self_attn = nn.MultiheadAttention(c, num_heads, dropout=dropout, batch_first=True)
+            self.self_attn_norm = nn.LayerNorm(c)
+        if use_cross_attn:
+            self.cross_attn = nn.MultiheadAttention(c, num_heads, dropout=dropout, batch_first=True)
+            self.cross_attn_norm = nn.LayerNorm(c)
+        if use_ffn:
+            self.ffn = nn.Sequential(
+                nn.Linear(c, dim_feedforward),
+                nn.ReLU(inplace=True),
+                nn.Dropout(dropout),
+                nn.Linear(dim_feedforward, c),
+            )
+            self.ffn_norm = nn.LayerNorm(c)
+        # Same shape as SAM3's MaskPredictor.mask_embed (3-layer MLP C->C->C->C).
+        self.mask_embed = MLP(c, c, c, 3)
+        if use_writeback:
+            self.writeback_proj = nn.Linear(c, c)
+            nn.init.zeros_(self.writeback_proj.weight)
+            nn.init.zeros_(self.writeback_proj.bias)
+        if use_text_gating:
+            self.text_proj = nn.Linear(c, c)
+            self.gate_bias = nn.Parameter(torch.zeros(()))
+        if zero_init_delta:
+            nn.init.zeros_(self.mask_embed.layers[-1].weight)
+            nn.init.zeros_(self.mask_embed.layers[-1].bias)
+
+
+class RegionHead(nn.Module):
+    """Closed-loop region-token refinement head (all new parameters of Region-aware SAM3).
+
+    Every constructor argument is a plain int/float/bool/str (``iter_loss_weights``: a list of
+    floats), so the class is directly Hydra-instantiable from ``conf/model/region_head/*.yaml``.
+
+    Args:
+        d_model: SAM3 hidden size (256 for the official model).
+        num_iters: T, number of refinement iterations; 0 = plain SAM3.
+        pool_pixel: pool from the pixel decoder's instance embeddings.
+        pool_memory: pool from the fusion-encoder memory (72^2 at full size).
+        pool_resolution: area-downsample the instance embeddings to this side before pooling
+            (0 = native, 288 at full size).
+        detach_between_iters: detach ``sigmoid(M^{t-1})`` used for pooling/attention masks.
+        use_self_attn / use_cross_attn / use_ffn: sub-block switches.
+        use_writeback: region -> pixel write-back into the instance embeddings.
+        use_text_gating: gate each region's logit update by its similarity to the text prompt.
+        residual: ``M^t = M^{t-1} + delta`` (True) or ``M^t = delta`` (False).
+        embed_dim: size of ``region_embed`` (teacher dimension); 0 = no projection
+            (``region_embed`` is then ``R^T`` itself).
+        num_heads: heads of both attentions.
+        dim_feedforward: FFN hidden size.
+        dropout: dropout in attention/FFN.
+        mask_threshold: masked cross-attention threshold on the soft masks.
+        share_weights: one block shared by all iterations (else one block per iteration).
+        zero_init_delta: zero-init the last layer of the refinement ``mask_embed`` (residual mode).
+        pool_chunk_size: query chunk size for pooling (0 = one batched matmul).
+        pool_eps: pooling denominator epsilon.
+        iter_loss_weights: per-iteration mask-loss weights for t = 0..T (consumed by the loss,
+            stored here so it travels with the head config); default all 1.
+    """
+
+    def __init__(
+        self,
+        d_model: int = 256,
+        num_iters: int = 2,
+        pool_pixel: bool = True,
+        pool_memory: bool = True,
+        pool_resolution: int = 0,
+        detach_between_iters: bool = True,
+        use_self_attn: bool = True,
+        use_cross_attn: bool = True,
+        use_ffn: bool = True,
+        use_writeback: bool = False,
+        use_text_gating: bool = False,
+        residual: bool = True,
+        embed_dim: int = 0,
+        num_heads: int = 8,
+        dim_feedforward: int = 1024,
+        dropout: float = 0.0,
+        mask_threshold: float = 0.5,
+        share_weights: bool = True,
+        zero_init_delta: bool = True,
+        pool_chunk_size: int = 0,
+        pool_eps: float = 1e-6,
+        iter_loss_weights: Sequence[float] | None = None,
+    ) -> None:
+        super().__init__()
+        if num_iters < 0:
+            raise ValueError("num_iters must be >= 0")
+        if d_model % num_heads != 0:
+            raise ValueError(f"d_model={d_model} not divisible by num_heads={num_heads}")
+        self.d_model = int(d_model)
+        self.num_iters = int(num_iters)
+        self.pool_pixel = bool(pool_pixel)
+        self.pool_memory = bool(pool_memory)
+        self.pool_resolution = int(pool_resolution)
+        self.detach_between_iters = bool(detach_between_iters)
+        self.use_self_attn = bool(use_self_attn)
+        self.use_cross_attn = bool(use_cross_attn)
+        self.use_ffn = bool(use_ffn)
+        self.use_writeback = bool(use_writeback)
+        self.use_text_gating = bool(use_text_gating)
+        self.residual = bool(residual)
+        self.embed_dim = int(embed_dim)
+        self.num_heads = int(num_heads)
+        self.mask_threshold = float(mask_threshold)
+        self.share_weights = bool(share_weights)
+        self.pool_chunk_size = int(pool_chunk_size) or None
+        self.pool_eps = float(pool_eps)
+        if iter_loss_weights is None:
+            iter_loss_weights = [1.0] * (self.num_iters + 1)
+        self.iter_loss_weights = tuple(float(w) for w in iter_loss_weights)
+        if len(self.iter_loss_weights) != self.num_iters + 1:
+            raise ValueError(
+                f"iter_loss_weights needs num_iters+1={self.num_iters + 1} entries, "
+                f"got {len(self.iter_loss_weights)}"
+            )
+
+        num_sources = int(self.pool_pixel) + int(self.pool_memory)
+        n_blocks = 0 if self.num_iters == 0 else (1 if self.share_weights else self.num_iters)
+        self.blocks = nn.ModuleList(
+            RegionRefineBlock(
+                d_model=self.d_model,
+                num_sources=num_sources,
+                num_heads=self.num_heads,
+                dim_feedforward=int(dim_feedforward),
+                dropout=float(dropout),
+                use_self_attn=self.use_self_attn,
+                use_cross_attn=self.use_cross_attn,
+                use_ffn=self.use_ffn,
+                use_writeback=self.use_writeback,
+                use_text_gating=self.use_text_gating,
+                zero_init_delta=bool(zero_init_delta) and self.residual,
+            )
+            for _ in range(n_blocks)
+        )
+        self.embed_proj = (
+            nn.Linear(self.d_model, self.embed_dim) if self.embed_dim > 0 else nn.Identity()
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"num_iters={self.num_iters}, pool_pixel={self.pool_pixel}, "
+            f"pool_memory={self.pool_memory}, residual={self.residual}, "
+            f"writeback={self.use_writeback}, text_gating={self.use_text_gating}"
+        )
+
+    def _block(self, t: int) -> RegionRefineBlock:
+        return self.blocks[0 if self.share_weights else t - 1]
+
+    def forward(
+        self,
+        mask_logits: Tensor,
+        queries: Tensor,
+        instance_embeds: Tensor,
+        memory: Tensor,
+        text: Tensor | None = None,
+        num_o2o: int | None = None,
+    ) -> dict[str, Tensor | list[Tensor]]:
+        """Run T refinement iterations.
+
+        Args:
+            mask_logits: [B,Q,H,W] base logits M^0 (H=W=288 at full size).
+            queries: [B,Q,C] decoder last-layer queries q^0.
+            instance_embeds: [B,C,H,W] pixel-decoder instance embeddings.
+            memory: [B,C,Hm,Wm] spatial fusion-encoder memory (72^2 at full size).
+            text: [B,C] pooled text prompt (needed only with ``use_text_gating``; None disables
+                gating for this call).
+            num_o2o: number of one-to-one queries when Q also holds DAC one-to-many queries
+                (``Q == 2*num_o2o``); None = all queries are one group.
+
+        Returns:
+            dict with ``masks``: list of T+1 tensors [B,Q,H,W] (M^0..M^T, M^0 is ``mask_logits``
+            itself), ``region_tokens``: [B,Q,C] (R^T; q^0 when T=0), ``region_embed``:
+            [B,Q,D] (``embed_proj(R^T)``), and ``region_gate``: [B,Q] (last iteration's text
+            gate; present only when gating ran).
+        """
+        q = queries
+        m = mask_logits
+        masks = [m]
+        gate: Tensor | None = None
+        n_q = q.shape[1]
+        split = num_o2o if (num_o2o is not None and num_o2o > 0 and n_q == 2 * num_o2o) else None
+        mem_hw = tuple(memory.shape[-2:])
+        mem_tokens = memory.flatten(2).transpose(1, 2)  # [B,HmWm,C] batch-first keys/values
+        pix = instance_embeds
+        for t in range(1, self.num_iters + 1):
+            blk = self._block(t)
+            src = m.detach() if self.detach_between_iters else m
+            a = src.sigmoid()  # [B,Q,H,W]
+            a_low = resize_masks(a.float(), mem_hw)  # [B,Q,Hm,Wm], shared by pooling + attention
+
+            # --- 2-3: pooling -> region tokens -----------------------------------------
+            pooled = []
+            if self.pool_pixel:
+                feats = pix
+                if self.pool_resolution > 0 and max(feats.shape[-2:]) > self.pool_resolution:
+                    feats = F.adaptive_avg_pool2d(feats, self.pool_resolution)
+                pooled.append(
+                    mask_pool(a, feats, eps=self.pool_eps, chunk_size=self.pool_chunk_size)
+                )
+            if self.pool_memory:
+                pooled.append(
+                    mask_pool(a_low, memory, eps=self.pool_eps, chunk_size=self.pool_chunk_size)
+                )
+            if blk.pool_mlp is not None:
+                r = q + blk.pool_mlp(torch.cat(pooled, -1).to(q.dtype))
+            else:
+                r = q
+            r = blk.token_norm(r)
+
+            # --- 4: inter-region self-attention (o2o only under DAC) -------------------
+            if self.use_self_attn:
+                if split is None:
+                    r = blk.self_attn_norm(
+                        r + blk.dropout(blk.self_attn(r, r, r, need_weights=False)[0])
+                    )
+                else:
+                    r1, r2 = r[:, :split], r[:, split:]
+                    r1 = r1 + blk.dropout(blk.self_attn(r1, r1, r1, need_weights=False)[0])
+                    r = blk.self_attn_norm(torch.cat([r1, r2], 1))
+
+            # --- 5: masked cross-attention region -> memory tokens ---------------------
+            if self.use_cross_attn:
+                attn_mask = region_attn_mask(a_low, self.mask_threshold, self.num_heads)
+                kv = mem_tokens.to(r.dtype)
+                ca = blk.cross_attn(r, kv, kv, attn_mask=attn_mask, need_weights=False)[0]
+                r = blk.cross_attn_norm(r + blk.dropout(ca))
+
+            # --- 6: FFN ----------------------------------------------------------------
+            if self.use_ffn:
+                r = blk.ffn_norm(r + blk.dropout(blk.ffn(r)))
+
+            # --- 7: refined logits ------------------------------------------------------
+            delta = torch.einsum("bqc,bchw->bqhw", blk.mask_embed(r), pix)
+            gate = None
+            if self.use_text_gating and text is not None:
+                tk = blk.text_proj(text.to(r.dtype))  # [B,C]
+                gate = torch.sigmoid(
+                    torch.einsum("bqc,bc->bq", r, tk) / math.sqrt(self.d_model) + blk.gate_bias
+                )
+                delta = delta * gate[..., None, None].to(delta.dtype)
+            m = m + delta if self.residual else delta
+            masks.append(m)
+
+            # --- 8: region -> pixel write-back (skip after the last iteration: unused) --
+            if self.use_writeback and t < self.num_iters:
+                m_w, r_w = (m, r) if split is None else (m[:, :split], r[:, :split])
+                w = blk.writeback_proj(r_w)  # [B,Q',C]
+                if gate is not None:
+                    w = w * (gate if split is None else gate[:, :split])[..., None].to(w.dtype)
+                prob = m_w.softmax(dim=1)  # over regions k, per pixel
+                pix = pix + torch.einsum("bqhw,bqc->bchw", prob.to(w.dtype), w).to(pix.dtype)
+            q = r
+
+        out: dict[str, Tensor | list[Tensor]] = {
+            "masks": masks,
+            "region_tokens": q,
+            "region_embed": self.embed_proj(q),
+        }
+        if gate is not None:
+            out["region_gate"] = gate
+        return out
