@@ -115,7 +115,6 @@ def mask_pool(
     device_type = feats.device.type
     # autocast would silently downcast the matmul to bf16; the sums over ~1e5 pixels need fp32.
     with torch.autocast(device_type=device_type, enabled=False):
-        b_f, c = feats.shape[:2]
         # [B,C,H,W] -> [B,N,C]
         f = feats.to(acc).flatten(2).transpose(1, 2)
         size = feats.shape[-2:]

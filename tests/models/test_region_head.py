@@ -290,3 +290,20 @@ def test_iter_loss_weights_validation() -> None:
         RegionHead(d_model=C, num_iters=2, num_heads=4, iter_loss_weights=[1.0])
     with pytest.raises(ValueError):
         build_region_seg_head(_upstream(), RegionHead(d_model=64, num_iters=1, num_heads=4))
+
+
+@pytest.mark.parametrize("name", ["default", "off", "full", "lite"])
+def test_hydra_configs_instantiate(name: str) -> None:
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    conf_dir = Path(__file__).resolve().parents[2] / "conf"
+    with initialize_config_dir(config_dir=str(conf_dir), version_base=None):
+        cfg = compose(overrides=[f"+model/region_head={name}", "+model/sam3=tiny"])
+    rh = instantiate(cfg.model.region_head)
+    assert isinstance(rh, RegionHead)
+    assert rh.d_model == cfg.model.sam3.arch.d_model == 64
+    assert len(rh.iter_loss_weights) == rh.num_iters + 1
+    assert rh.num_iters == {"default": 2, "off": 0, "full": 3, "lite": 1}[name]
