@@ -61,7 +61,7 @@ class FindQueryTransform:
     Call with image [3,H,W] uint8 and masks [K,H,W] (bool/uint8); returns `TransformOutput`.
     """
 
-    resolution: int = 1008
+    resolution: int | None = 1008  # None: keep the original size (no resize, no padding)
     keep_aspect_ratio: bool = False
     augmentation: AugmentationConfig | None = None
     min_mask_pixels: int = 1
@@ -72,6 +72,8 @@ class FindQueryTransform:
         if isinstance(self.augmentation, dict):
             self.augmentation = AugmentationConfig(**self.augmentation)
         aug = self.augmentation
+        if aug is not None and self.resolution is None:
+            raise ValueError("FindQueryTransform: augmentation needs a resolution")
         if aug is None:
             return
         geometric: list[v2.Transform] = []
@@ -97,6 +99,8 @@ class FindQueryTransform:
     def _resize(self, image: tv_tensors.Image, masks: tv_tensors.Mask):
         height, width = image.shape[-2:]
         res = self.resolution
+        if res is None:
+            return image, masks
         if not self.keep_aspect_ratio:
             size = [res, res]
         else:
@@ -109,6 +113,8 @@ class FindQueryTransform:
 
     def _pad_to_canvas(self, image: tv_tensors.Image, masks: tv_tensors.Mask):
         height, width = image.shape[-2:]
+        if self.resolution is None:
+            return image, masks
         pad = [0, 0, self.resolution - width, self.resolution - height]  # left, top, right, bottom
         if pad[2] or pad[3]:
             image, masks = TF.pad(image, pad, fill=0), TF.pad(masks, pad, fill=0)

@@ -1,0 +1,189 @@
+"""LightningDataModule for find-query training/evaluation on COCO-format data.
+
+`batch_size` counts *images*; each image carries up to `max_queries_per_image` find queries, so
+the number of SAM3 queries per batch is at most batch_size * max_queries_per_image.
+Distributed sampling is left to Lightning (it swaps in a DistributedSampler).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from region_sam3.data.batch import FindQueryBatch, collate_find_queries
+from region_sam3.data.coco import FindQueryDataset
+from region_sam3.data.synthetic import SyntheticConfig, ensure_synthetic_dataset
+from region_sam3.data.transforms import AugmentationConfig, FindQueryTransform
+
+log = logging.getLogger(__name__)
+
+
+def _plain(value: Any) -> Any:
+    """OmegaConf containers -> plain Python (Hydra passes DictConfig/ListConfig)."""
+    try:
+        from omegaconf import DictConfig, ListConfig, OmegaConf
+
+        if isinstance(value, (DictConfig, ListConfig)):
+            return OmegaConf.to_container(value, resolve=True)
+    except ImportError:  # pragma: no cover - omegaconf ships with hydra
+        pass
+    return value
+
+
+class FindQueryDataModule(L.LightningDataModule):
+    """Train/val/test find-query loaders over COCO-format splits.
+
+    Args:
+        splits: name -> {"image_dir", "ann_file"} for COCO-format data on disk. Ignored for
+            names provided by `synthetic`.
+        synthetic: generator config (see `SyntheticConfig`) plus `root`; when set, its splits
+            are generated on first use into `<root>/<config-hash>/` and read like COCO.
+        train_split / val_split / test_split: split names (e.g. `test_split=crowded`).
+        resolution: model input side; keep_aspect_ratio pads bottom/right instead of squashing.
+        augmentation: `AugmentationConfig` fields for training (None disables).
+        batch_size: images per batch (see module docstring); eval_batch_size defaults to it.
+        negative_ratio: train negatives per positive query; evaluation queries all categories
+            when `eval_all_categories` (needed for correct AP).
+        pin_memory: None = only when CUDA is available.
+    """
+
+    def __init__(
+        self,
+        splits: Mapping[str, Mapping[str, str]] | None = None,
+        synthetic: Mapping[str, Any] | None = None,
+        train_split: str = "train",
+        val_split: str = "val",
+        test_split: str = "val",
+        resolution: int = 224,
+        keep_aspect_ratio: bool = False,
+        augmentation: Mapping[str, Any] | None = None,
+        batch_size: int = 8,
+        eval_batch_size: int | None = None,
+        num_workers: int = 2,
+        pin_memory: bool | None = None,
+        negative_ratio: float = 1.0,
+        max_queries_per_image: int | None = 16,
+        eval_all_categories: bool = True,
+        eval_max_queries_per_image: int | None = None,
+        seed: int = 0,
+        strict: bool = False,
+        validate_masks: bool = True,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(logger=False)
+        self.splits = {k: dict(v) for k, v in (_plain(splits) or {}).items()}
+        self.synthetic = _plain(synthetic)
+        self.augmentation = _plain(augmentation)
+        self.datasets: dict[str, FindQueryDataset] = {}
+        self.category_names: dict[int, str] = {}
+
+    # -- paths --------------------------------------------------------------------------------
+    def _synthetic_config(self) -> tuple[Path, SyntheticConfig]:
+        settings = dict(self.synthetic)
+        root = Path(settings.pop("root"))
+        return root, SyntheticConfig.from_any(settings)
+
+    def split_paths(self, split: str) -> tuple[Path, Path]:
+        """(image_dir, ann_file) of `split`, generating synthetic data if needed."""
+        if self.synthetic is not None:
+            root, cfg = self._synthetic_config()
+            if split in cfg.splits:
+                return ensure_synthetic_dataset(root, split, cfg)
+        if split not in self.splits:
+            known = sorted(self.splits) + (
+                sorted(self._synthetic_config()[1].splits) if self.synthetic else []
+            )
+            raise ValueError(f"data: unknown split {split!r}; known splits: {known}")
+        paths = self.splits[split]
+        for key in ("image_dir", "ann_file"):
+            if key not in paths:
+                raise ValueError(f"data.splits.{split}: missing key '{key}'")
+        return Path(paths["image_dir"]), Path(paths["ann_file"])
+
+    # -- Lightning hooks ------------------------------------------------------------------------
+    def prepare_data(self) -> None:
+        """Rank 0 generates synthetic splits; other ranks' `setup` then find them cached."""
+        hp = self.hparams
+        if self.synthetic is not None:
+            for split in {hp.train_split, hp.val_split, hp.test_split}:
+                self.split_paths(split)
+
+    def _build(self, split: str, train: bool) -> FindQueryDataset:
+        hp = self.hparams
+        image_dir, ann_file = self.split_paths(split)
+        augmentation = (
+            AugmentationConfig(**self.augmentation) if (train and self.augmentation) else None
+        )
+        transform = FindQueryTransform(hp.resolution, hp.keep_aspect_ratio, augmentation)
+        dataset = FindQueryDataset(
+            image_dir,
+            ann_file,
+            transform=transform,
+            negative_ratio=hp.negative_ratio,
+            all_categories=(not train) and hp.eval_all_categories,
+            max_queries_per_image=hp.max_queries_per_image
+            if train
+            else hp.eval_max_queries_per_image,
+            resample_each_epoch=train,
+            seed=hp.seed,
+            strict=hp.strict,
+            validate_masks=hp.validate_masks,
+        )
+        if not self.category_names:
+            self.category_names = dict(dataset.category_names)
+        return dataset
+
+    def setup(self, stage: str | None = None) -> None:
+        hp = self.hparams
+        wanted = {
+            "fit": [("train", hp.train_split, True), ("val", hp.val_split, False)],
+            "validate": [("val", hp.val_split, False)],
+            "test": [("test", hp.test_split, False)],
+            "predict": [("test", hp.test_split, False)],
+        }
+        roles = wanted.get(stage, []) if stage else [r for v in wanted.values() for r in v]
+        for role, split, train in roles:
+            if role not in self.datasets:
+                self.datasets[role] = self._build(split, train)
+
+    # -- loaders --------------------------------------------------------------------------------
+    def _loader(self, role: str, shuffle: bool) -> DataLoader:
+        if role not in self.datasets:
+            self.setup({"train": "fit", "val": "validate", "test": "test"}[role])
+        hp = self.hparams
+        pin = torch.cuda.is_available() if hp.pin_memory is None else hp.pin_memory
+        batch_size = hp.batch_size if role == "train" else (hp.eval_batch_size or hp.batch_size)
+        return DataLoader(
+            self.datasets[role],
+            batch_size=batch_size,
+            shuffle=shuffle,
+            drop_last=shuffle,
+            num_workers=hp.num_workers,
+            persistent_workers=hp.num_workers > 0,
+            pin_memory=pin,
+            collate_fn=collate_find_queries,
+            generator=torch.Generator().manual_seed(hp.seed) if shuffle else None,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def transfer_batch_to_device(
+        self, batch: FindQueryBatch, device: torch.device, dataloader_idx: int
+    ) -> FindQueryBatch:
+        return batch.to(device, non_blocking=True)
