@@ -174,7 +174,8 @@ class DatasetEvaluator(ABC):
     def evaluate(self) -> dict[str, float]:
         """Metrics of everything processed since ``reset`` (identical on every rank)."""
         out: dict[str, float] = {}
-        records = self.gathered_records()
+        # Nothing processed (e.g. an empty sanity-check epoch): still return every key.
+        records = self.gathered_records() or {None: []}
         for t in sorted(records, key=lambda k: -1 if k is None else k):
             recs = records[t]
             for name, value in self.compute(recs).items():
