@@ -126,6 +126,8 @@ class RegionTeacher(nn.Module):
         return (images.float() - self.pixel_mean) / self.pixel_std
 
     def _resize(self, images: Tensor, size: tuple[int, int]) -> Tensor:
+        if tuple(images.shape[-2:]) == tuple(size):
+            return images.float()  # exact no-op, not an interpolation round trip
         mode = self.interpolation if self.interpolation in ("bilinear", "bicubic") else "bilinear"
         out = F.interpolate(images.float(), size=size, mode=mode, align_corners=False, antialias=True)
         return out.clamp(0, 1)  # bicubic overshoots outside the valid pixel range
