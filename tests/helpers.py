@@ -1,0 +1,95 @@
+"""Test helpers: compose/build tiny SAM3 models and hand-built find-query batches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = REPO_ROOT / "conf"
+
+
+def compose_sam3(name: str = "tiny", overrides: list[str] | None = None):
+    """Compose `conf/model/sam3/<name>.yaml` on its own."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR / "model" / "sam3"), version_base="1.3"):
+        return compose(name, overrides=overrides or [])
+
+
+def build_tiny_sam3(overrides: list[str] | None = None, seed: int = 0):
+    from hydra.utils import instantiate
+
+    torch.manual_seed(seed)
+    return instantiate(compose_sam3("tiny", overrides))
+
+
+def make_find_batch(image_size: int = 224, seed: int = 0):
+    """Two find queries (one per image) with 2 and 1 targets, as `sam3`'s collator builds them.
+
+    Returns a `sam3.model.data_misc.BatchedDatapoint`.
+    """
+    from sam3.model.data_misc import (
+        BatchedDatapoint,
+        BatchedFindTarget,
+        BatchedInferenceMetadata,
+        FindStage,
+    )
+
+    g = torch.Generator().manual_seed(seed)
+    r = image_size
+    num_queries = 2
+    boxes = torch.tensor([[0.3, 0.3, 0.2, 0.2], [0.7, 0.6, 0.3, 0.2], [0.5, 0.5, 0.4, 0.4]])
+    segments = torch.zeros(3, r, r, dtype=torch.bool)
+    for i, (cx, cy, w, h) in enumerate(boxes.tolist()):
+        segments[i, int((cy - h / 2) * r): int((cy + h / 2) * r),
+                 int((cx - w / 2) * r): int((cx + w / 2) * r)] = True
+    padded = torch.zeros(num_queries, 2, 4)
+    padded[0] = boxes[:2]
+    padded[1, 0] = boxes[2]
+    object_ids = torch.arange(3)
+    object_ids_padded = torch.tensor([[0, 1], [2, -1]])
+    find_input = FindStage(
+        img_ids=torch.tensor([0, 1]),
+        text_ids=torch.tensor([0, 1]),
+        input_boxes=torch.zeros(0, num_queries, 4),
+        input_boxes_mask=torch.zeros(num_queries, 0, dtype=torch.bool),
+        input_boxes_label=torch.zeros(0, num_queries, dtype=torch.long),
+        input_points=torch.zeros(0, num_queries, 257),
+        input_points_mask=torch.zeros(num_queries, 0, dtype=torch.bool),
+    )
+    target = BatchedFindTarget(
+        num_boxes=torch.tensor([2, 1]),
+        boxes=boxes,
+        boxes_padded=padded,
+        repeated_boxes=boxes,
+        segments=segments,
+        semantic_segments=None,
+        is_valid_segment=torch.ones(3, dtype=torch.bool),
+        is_exhaustive=torch.ones(num_queries, dtype=torch.bool),
+        object_ids=object_ids,
+        object_ids_padded=object_ids_padded,
+    )
+    meta = BatchedInferenceMetadata(
+        coco_image_id=torch.tensor([0, 1]),
+        original_image_id=torch.tensor([0, 1]),
+        original_category_id=torch.tensor([1, 2]),
+        original_size=torch.tensor([[r, r], [r, r]]),
+        object_id=torch.tensor([0, 1]),
+        frame_index=torch.tensor([0, 0]),
+        is_conditioning_only=[None, None],
+    )
+    return BatchedDatapoint(
+        img_batch=torch.randn(2, 3, r, r, generator=g),
+        find_text_batch=["red circle", "blue square"],
+        find_inputs=[find_input],
+        find_targets=[target],
+        find_metadatas=[meta],
+    )
+
+
+def last_stage_output(out) -> dict:
+    """The final stage's output dict from `Sam3Image.forward`'s `SAM3Output`."""
+    stage = out[-1]
+    return stage[-1] if isinstance(stage, list) else stage
