@@ -13,7 +13,7 @@ refinement iterates as a mapping ``{t: [QueryPrediction, ...]}`` to get per-iter
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -46,6 +46,8 @@ class QueryPrediction:
     mask_kind: MaskKind = "logits"
     region_embeds: Tensor | None = None
     gt_index: Tensor | None = None
+    # Several evaluators binarise the same prediction; cache it (masks are not mutated).
+    _binary: Tensor | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.masks.dim() != 3:
@@ -56,8 +58,10 @@ class QueryPrediction:
             )
 
     def binary_masks(self) -> Tensor:
-        """``[Q, H, W]`` bool masks on CPU."""
-        return binarize(self.masks, self.mask_kind)
+        """``[Q, H, W]`` bool masks on CPU (computed once, then cached)."""
+        if self._binary is None:
+            self._binary = binarize(self.masks, self.mask_kind)
+        return self._binary
 
 
 @dataclass
