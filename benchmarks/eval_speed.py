@@ -90,8 +90,10 @@ def main() -> None:
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"N={args.n} queries, {args.gts} GT + {args.preds} predictions each, "
-          f"torch threads={torch.get_num_threads()}")
+    print(
+        f"N={args.n} queries, {args.gts} GT + {args.preds} predictions each, "
+        f"torch threads={torch.get_num_threads()}"
+    )
     for size in args.sizes:
         res = bench(size, args.n, args.gts, args.preds)
         print(f"\n## {size}x{size}")

@@ -95,7 +95,9 @@ class Group:
 
     def stats(self, metric: str) -> tuple[float, float, int]:
         """(mean, sample std, n) over the jobs that have a finite value of ``metric``."""
-        vals = [j.metrics[metric] for j in self.jobs if math.isfinite(j.metrics.get(metric, math.nan))]
+        vals = [
+            j.metrics[metric] for j in self.jobs if math.isfinite(j.metrics.get(metric, math.nan))
+        ]
         if not vals:
             return math.nan, math.nan, 0
         return mean(vals), (stdev(vals) if len(vals) > 1 else math.nan), len(vals)

@@ -76,9 +76,7 @@ def summarize_coco(
     )
 
 
-def build_coco(
-    records: Sequence[QueryRecord], extra_keys: Sequence[str] = ()
-) -> tuple[COCO, COCO]:
+def build_coco(records: Sequence[QueryRecord], extra_keys: Sequence[str] = ()) -> tuple[COCO, COCO]:
     """In-memory (gt, dt) COCO objects. ``extra_keys`` copies ``summary.extra[k][i]`` into
     annotation ``i`` under key ``k`` (e.g. boundary RLEs) for both GT (``gt_{k}``) and dt
     (``dt_{k}``)."""

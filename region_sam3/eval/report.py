@@ -51,8 +51,10 @@ def save_metrics_json(metrics: Mapping[str, float], path: str | Path) -> Path:
     """Write metrics as JSON (NaN becomes ``null`` so the file stays strict JSON)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    clean = {k: (None if isinstance(v, float) and math.isnan(v) else float(v))
-             for k, v in metrics.items()}
+    clean = {
+        k: (None if isinstance(v, float) and math.isnan(v) else float(v))
+        for k, v in metrics.items()
+    }
     path.write_text(json.dumps(clean, indent=2, sort_keys=True) + "\n")
     return path
 

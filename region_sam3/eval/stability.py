@@ -177,8 +177,9 @@ def perturbation_stability(
                     shift_vals.append(v)
             for s in scales:
                 new = (max(1, round(size[0] * s)), max(1, round(size[1] * s)))
-                scaled = F.interpolate(img[None].float(), size=new, mode="bilinear",
-                                       align_corners=False)[0]
+                scaled = F.interpolate(
+                    img[None].float(), size=new, mode="bilinear", align_corners=False
+                )[0]
                 v = _matched_miou(ref, kept(*predict_fn(scaled), size))
                 if v is not None:
                     scale_vals.append(v)

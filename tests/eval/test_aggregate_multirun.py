@@ -33,8 +33,12 @@ def multirun(tmp_path: Path) -> Path:
     values = {("0", "0"): 0.30, ("0", "1"): 0.34, ("2", "0"): 0.40, ("2", "1"): 0.44}
     num = 0
     for (iters, seed), ap in values.items():
-        make_job(root, num, [f"model.iters={iters}", f"seed={seed}"],
-                 {"mask/AP": ap, "eval": {"miou": 0.5 + ap}, "epoch": 3})
+        make_job(
+            root,
+            num,
+            [f"model.iters={iters}", f"seed={seed}"],
+            {"mask/AP": ap, "eval": {"miou": 0.5 + ap}, "epoch": 3},
+        )
         num += 1
     make_job(root, num, ["model.iters=2", "+seed=2"], {"mask/AP": 0.48, "eval": {"miou": 0.9}})
     make_job(root, num + 1, ["model.iters=4", "seed=0"], None)  # crashed run: no metrics
@@ -43,8 +47,19 @@ def multirun(tmp_path: Path) -> Path:
 
 def test_groups_mean_std_markdown_and_csv(multirun: Path, tmp_path: Path):
     out = tmp_path / "res" / "table"
-    rc = agg.main([str(multirun), "--metrics-file", "test_metrics.json",
-                   "--metrics", "mask/AP,eval/miou", "--out", str(out), "--scale", "100"])
+    rc = agg.main(
+        [
+            str(multirun),
+            "--metrics-file",
+            "test_metrics.json",
+            "--metrics",
+            "mask/AP,eval/miou",
+            "--out",
+            str(out),
+            "--scale",
+            "100",
+        ]
+    )
     assert rc == 0
     md = out.with_suffix(".md").read_text()
     assert md.splitlines()[0] == "| model.iters | n | mask/AP | eval/miou |"

@@ -29,9 +29,7 @@ def test_zero_shot_top1_top5():
     # Region 0 points at class 2 (correct). Region 1 is closest to class 0 then class 3
     # (true = 3: top-1 wrong, top-5 right). Region 2 is anti-aligned with its class 5 and
     # positive on all others, so the true class is ranked last: wrong even at top-5.
-    regions = torch.stack(
-        [E[2], 0.9 * E[0] + 0.5 * E[3], torch.tensor([1.0, 1, 1, 1, 1, -1])]
-    )
+    regions = torch.stack([E[2], 0.9 * E[0] + 0.5 * E[3], torch.tensor([1.0, 1, 1, 1, 1, -1])])
     acc = zero_shot_accuracy(regions, E, torch.tensor([2, 3, 5]), topk=(1, 2, 5))
     assert acc[1] == pytest.approx(1 / 3)
     assert acc[2] == pytest.approx(2 / 3)

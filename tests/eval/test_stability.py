@@ -85,7 +85,8 @@ def test_equivariant_predictor_is_perfectly_stable():
 
 def test_input_blind_predictor_loses_iou_under_shift():
     # Prediction mapped back from a 4-row shift lands on rows 6:16 vs 10:20: 60 / 140.
-    r = perturbation_stability(fixed_fn, images()[:1], shifts=[(4, 0)], scales=(),
-                               mask_kind="probs")
+    r = perturbation_stability(
+        fixed_fn, images()[:1], shifts=[(4, 0)], scales=(), mask_kind="probs"
+    )
     assert r["perturb/shift_mIoU"] == pytest.approx(60 / 140)
     assert r["perturb/mIoU"] == pytest.approx(60 / 140)
