@@ -48,7 +48,13 @@ from torch import Tensor
 
 from region_sam3.models.pooling import mask_pool, resize_masks
 
-__all__ = ["RegionHead", "RegionRefineBlock", "masked_mean_text", "region_attn_mask"]
+__all__ = [
+    "MaskedCrossAttention",
+    "RegionHead",
+    "RegionRefineBlock",
+    "masked_mean_text",
+    "region_attn_mask",
+]
 
 
 def masked_mean_text(prompt: Tensor, prompt_mask: Tensor | None) -> Tensor:
@@ -67,22 +73,70 @@ def masked_mean_text(prompt: Tensor, prompt_mask: Tensor | None) -> Tensor:
     return (prompt * valid).sum(0) / valid.sum(0).clamp_min(1.0)
 
 
-def region_attn_mask(masks_low: Tensor, threshold: float, num_heads: int) -> Tensor:
-    """Mask2Former attention mask from soft region masks.
+def region_attn_mask(masks_low: Tensor, threshold: float) -> Tensor:
+    """Mask2Former attention mask from soft region masks (SDPA convention).
 
     Args:
         masks_low: [B,Q,H,W] soft masks already on the key grid.
         threshold: attend where mask > threshold.
-        num_heads: attention heads (mask is repeated per head, batch-major as nn.MultiheadAttention
-            expects).
 
     Returns:
-        [B*num_heads,Q,H*W] bool, True = NOT allowed to attend. Rows with no allowed key are set
-        all-False (attend everywhere) so softmax never sees a fully masked row (no NaN).
+        [B,1,Q,H*W] bool, True = allowed to attend (broadcast over heads, so no per-head copy).
+        Rows with no allowed key are set all-True (attend everywhere) so softmax never sees a
+        fully masked row (no NaN).
     """
-    blocked = masks_low.flatten(2) <= threshold  # [B,Q,N]
-    blocked = blocked & ~blocked.all(-1, keepdim=True)
-    return blocked.repeat_interleave(num_heads, dim=0)
+    allowed = masks_low.flatten(2) > threshold  # [B,Q,N]
+    allowed = allowed | ~allowed.any(-1, keepdim=True)
+    return allowed.unsqueeze(1)
+
+
+class MaskedCrossAttention(nn.Module):
+    """Multi-head cross-attention regions -> key tokens with a boolean mask shared by all heads.
+
+    Same maths as ``nn.MultiheadAttention`` but through ``F.scaled_dot_product_attention`` with a
+    [B,1,Q,N] mask: ``nn.MultiheadAttention`` wants the mask repeated per head ([B*h,Q,N], and
+    converts it to float), which at Q=400 (DAC), N=72^2, 8 heads is 16x more memory.
+
+    Args:
+        d_model: embedding size C.
+        num_heads: heads (C % heads == 0).
+        dropout: attention dropout (training only).
+    """
+
+    def __init__(self, d_model: int, num_heads: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.dropout = dropout
+        self.q_proj = nn.Linear(d_model, d_model)
+        self.k_proj = nn.Linear(d_model, d_model)
+        self.v_proj = nn.Linear(d_model, d_model)
+        self.out_proj = nn.Linear(d_model, d_model)
+
+    def forward(self, query: Tensor, key: Tensor, allowed: Tensor | None = None) -> Tensor:
+        """Attend.
+
+        Args:
+            query: [B,Q,C] region tokens.
+            key: [B,N,C] key/value tokens (values = keys).
+            allowed: [B,1,Q,N] bool, True = may attend; None = no mask.
+
+        Returns:
+            [B,Q,C].
+        """
+        b, q, c = query.shape
+        h = self.num_heads
+
+        def heads(x: Tensor) -> Tensor:  # [B,L,C] -> [B,h,L,C/h]
+            return x.view(b, x.shape[1], h, c // h).transpose(1, 2)
+
+        o = F.scaled_dot_product_attention(
+            heads(self.q_proj(query)),
+            heads(self.k_proj(key)),
+            heads(self.v_proj(key)),
+            attn_mask=allowed,
+            dropout_p=self.dropout if self.training else 0.0,
+        )
+        return self.out_proj(o.transpose(1, 2).reshape(b, q, c))
 
 
 class RegionRefineBlock(nn.Module):
@@ -115,7 +169,7 @@ class RegionRefineBlock(nn.Module):
             self.self_attn = nn.MultiheadAttention(c, num_heads, dropout=dropout, batch_first=True)
             self.self_attn_norm = nn.LayerNorm(c)
         if use_cross_attn:
-            self.cross_attn = nn.MultiheadAttention(c, num_heads, dropout=dropout, batch_first=True)
+            self.cross_attn = MaskedCrossAttention(c, num_heads, dropout=dropout)
             self.cross_attn_norm = nn.LayerNorm(c)
         if use_ffn:
             self.ffn = nn.Sequential(
@@ -334,9 +388,8 @@ class RegionHead(nn.Module):
 
             # --- 5: masked cross-attention region -> memory tokens ---------------------
             if self.use_cross_attn:
-                attn_mask = region_attn_mask(a_low, self.mask_threshold, self.num_heads)
-                kv = mem_tokens.to(r.dtype)
-                ca = blk.cross_attn(r, kv, kv, attn_mask=attn_mask, need_weights=False)[0]
+                allowed = region_attn_mask(a_low, self.mask_threshold)
+                ca = blk.cross_attn(r, mem_tokens.to(r.dtype), allowed)
                 r = blk.cross_attn_norm(r + blk.dropout(ca))
 
             # --- 6: FFN ----------------------------------------------------------------

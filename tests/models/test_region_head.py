@@ -8,7 +8,12 @@ from sam3.model.act_ckpt_utils import activation_ckpt_wrapper
 from sam3.model.maskformer_segmentation import PixelDecoder, UniversalSegmentationHead
 from sam3.model.model_misc import MultiheadAttentionWrapper
 
-from region_sam3.models.region_head import RegionHead, masked_mean_text, region_attn_mask
+from region_sam3.models.region_head import (
+    MaskedCrossAttention,
+    RegionHead,
+    masked_mean_text,
+    region_attn_mask,
+)
 from region_sam3.models.region_seg_head import (
     RegionAwareSegmentationHead,
     build_region_seg_head,
@@ -236,11 +241,39 @@ def test_empty_masks_no_nan() -> None:
 def test_region_attn_mask_rows() -> None:
     a = torch.zeros(1, 3, 2, 2)
     a[0, 1, 0, 0] = 0.9
-    m = region_attn_mask(a, 0.5, num_heads=2)
-    assert m.shape == (2, 3, 4)
-    assert not m[:, 0].any()  # empty region: all keys allowed
-    assert m[0, 1].tolist() == [False, True, True, True]
-    assert torch.equal(m[0], m[1])
+    m = region_attn_mask(a, 0.5)
+    assert m.shape == (1, 1, 3, 4)
+    assert m[0, 0, 0].all()  # empty region: all keys allowed
+    assert m[0, 0, 1].tolist() == [True, False, False, False]
+
+
+def test_masked_cross_attention_matches_nn_mha() -> None:
+    torch.manual_seed(0)
+    mine = MaskedCrossAttention(C, 4).eval()
+    ref = torch.nn.MultiheadAttention(C, 4, batch_first=True).eval()
+    w = ref.in_proj_weight.detach().chunk(3)
+    bias = ref.in_proj_bias.detach().chunk(3)
+    with torch.no_grad():
+        for lin, wi, bi in zip((mine.q_proj, mine.k_proj, mine.v_proj), w, bias):
+            lin.weight.copy_(wi)
+            lin.bias.copy_(bi)
+        mine.out_proj.load_state_dict(ref.out_proj.state_dict())
+    q, k = torch.randn(2, 5, C), torch.randn(2, 9, C)
+    allowed = region_attn_mask(torch.rand(2, 5, 3, 3), 0.5)
+    out = mine(q, k, allowed)
+    blocked = (~allowed[:, 0]).repeat_interleave(4, dim=0)  # nn.MHA: [B*h,Q,N], True = blocked
+    exp = ref(q, k, k, attn_mask=blocked, need_weights=False)[0]
+    torch.testing.assert_close(out, exp, rtol=1e-5, atol=1e-5)
+
+
+def test_bf16_autocast_forward() -> None:
+    head = build_region_seg_head(
+        _upstream(), _region(2, zero_init_delta=False, use_writeback=True, use_text_gating=True)
+    )
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = head(**_inputs())
+    for k in ("pred_masks", "pred_masks_iter1", "region_tokens", "region_gate"):
+        assert torch.isfinite(out[k].float()).all(), k
 
 
 def test_masked_mean_text() -> None:
