@@ -1,0 +1,308 @@
+"""LightningModule: SAM3 (+ region head) trained with SAM3's criterion, optional CLIP distillation.
+
+Configs arrive un-instantiated (`_recursive_: false`) so that the checkpoint's hyper-parameters
+are plain configs: `RegionSam3Module.load_from_checkpoint(path)` rebuilds the exact model, and
+the frozen teacher is rebuilt from its own config instead of being stored.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from region_sam3.data.batch import FindQueryBatch
+from region_sam3.data.sam3_adapter import to_sam3_batch
+from region_sam3.eval import DistillationEvaluator, EvaluatorList, build_default_evaluators
+from region_sam3.eval.types import QueryPrediction, QueryTarget
+from region_sam3.lit.optim import build_optimizer, lr_lambda
+
+log = logging.getLogger(__name__)
+TEACHER_PREFIX = "teacher."
+
+
+def _plain(cfg: Any) -> Any:
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+
+
+def final_output(sam3_output) -> dict[str, Any]:
+    """The last step of the last stage of `Sam3Image.forward`'s `SAM3Output`."""
+    stage = sam3_output[-1]
+    return stage[-1] if isinstance(stage, list) else stage
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss term became NaN/Inf (raised when `model.on_nonfinite_loss=stop`)."""
+
+
+class RegionSam3Module(L.LightningModule):
+    """Trains SAM3's heads (and the region head) on find queries.
+
+    Args:
+        sam3: `conf/model/sam3/*.yaml` (`build_sam3` config).
+        region_head: `conf/model/region_head/*.yaml` or None for plain SAM3.
+        criterion: `Sam3Criterion` config (loss weights, point sampling).
+        optimizer: `{lr, weight_decay, betas, groups: [{name, patterns, lr, weight_decay}]}`.
+        scheduler: `{name: cosine|inverse_sqrt|constant, warmup_steps, min_lr_ratio}`.
+        evaluation: `{boundary, crowded_thresholds, score_threshold, max_dets, per_iteration}`.
+        teacher / distill: TextRegion teacher and `DistillationLoss` configs (both or neither).
+        teacher_masks: `gt` (default) or `student` (detached matched predictions).
+        on_nonfinite_loss: `stop` raises with the step and the term; `skip` drops the step.
+    """
+
+    def __init__(
+        self,
+        sam3: Mapping[str, Any],
+        criterion: Mapping[str, Any],
+        optimizer: Mapping[str, Any],
+        scheduler: Mapping[str, Any],
+        region_head: Mapping[str, Any] | None = None,
+        evaluation: Mapping[str, Any] | None = None,
+        teacher: Mapping[str, Any] | None = None,
+        distill: Mapping[str, Any] | None = None,
+        teacher_masks: str = "gt",
+        on_nonfinite_loss: str = "stop",
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(logger=False)
+        if on_nonfinite_loss not in {"stop", "skip"}:
+            raise ValueError(f"model.on_nonfinite_loss={on_nonfinite_loss!r}: use stop or skip")
+        if teacher_masks not in {"gt", "student"}:
+            raise ValueError(f"model.teacher_masks={teacher_masks!r}: use gt or student")
+        if (teacher is None) != (distill is None):
+            raise ValueError("model.teacher and model.distill must be set together")
+
+        head = instantiate(region_head) if region_head else None
+        self.net = instantiate(sam3, region_head=head)
+        iter_weights = list(head.iter_loss_weights) if head is not None else None
+        self.criterion = instantiate(criterion, iter_loss_weights=iter_weights)
+        self.teacher = instantiate(teacher) if teacher else None
+        self.distill = instantiate(distill) if distill else None
+        if self.teacher is not None:
+            student_dim = self._student_embed_dim(region_head)
+            if student_dim != self.teacher.embed_dim:
+                raise ValueError(
+                    f"model.region_head.embed_dim gives region embeddings of size {student_dim} "
+                    f"but the teacher's embedding size is {self.teacher.embed_dim}: set "
+                    f"model.region_head.embed_dim={self.teacher.embed_dim}"
+                )
+        self.evaluation = dict(_plain(evaluation) or {})
+        self.evaluators: dict[str, EvaluatorList] = {}
+        self._text_embeds: torch.Tensor | None = None
+        self._category_ids: list[int] = []
+
+    # ------------------------------------------------------------------ setup helpers
+    def _student_embed_dim(self, region_head: Mapping[str, Any] | None) -> int:
+        if region_head is None:
+            raise ValueError("distillation needs a region head (model/region_head=default)")
+        return int(region_head.get("embed_dim") or self.net.segmentation_head.d_model)
+
+    def _category_names(self) -> dict[int, str]:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
+        return dict(getattr(datamodule, "category_names", {}) or {})
+
+    def setup(self, stage: str) -> None:
+        if self.teacher is not None:
+            names = self._category_names()
+            if names:
+                self._category_ids = sorted(names)
+                self._text_embeds = self.teacher.encode_text(
+                    [names[c] for c in self._category_ids]
+                ).to(self.device)
+
+    def _make_evaluators(self) -> EvaluatorList:
+        ev = self.evaluation
+        evaluators = build_default_evaluators(
+            crowded_thresholds=tuple(ev.get("crowded_thresholds", (10,))),
+            boundary=ev.get("boundary", True),
+            score_threshold=ev.get("score_threshold", 0.5),
+        )
+        if self.teacher is not None and self._text_embeds is not None:
+            evaluators.evaluators.append(
+                DistillationEvaluator(self._text_embeds.cpu(), self._category_ids)
+            )
+        return evaluators
+
+    # ------------------------------------------------------------------ teacher discipline
+    def train(self, mode: bool = True) -> RegionSam3Module:
+        super().train(mode)
+        if self.teacher is not None:
+            self.teacher.eval()
+        return self
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # The teacher is frozen and rebuilt from its config: never store its weights.
+        state = checkpoint["state_dict"]
+        for key in [k for k in state if k.startswith(TEACHER_PREFIX)]:
+            del state[key]
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.teacher is not None:
+            checkpoint["state_dict"].update(
+                {TEACHER_PREFIX + k: v for k, v in self.teacher.state_dict().items()}
+            )
+
+    # ------------------------------------------------------------------ forward / losses
+    def forward(self, batch: FindQueryBatch) -> dict[str, Any]:
+        """Final SAM3 output dict for a `FindQueryBatch` (per-query tensors `[B,Q,...]`)."""
+        return final_output(self.net(to_sam3_batch(batch, self.device)))
+
+    def _teacher_embeddings(self, batch: FindQueryBatch, masks: torch.Tensor) -> tuple:
+        """Teacher region embeddings `[T,D]` (+ valid `[T]`) for `masks [T,H,W]`."""
+        images = batch.images * 0.5 + 0.5  # undo SAM3's mean/std 0.5 normalisation -> [0,1]
+        image_index = batch.query_image_index[batch.target_query_index]
+        return self.teacher(images, masks.float(), image_index, return_valid=True)
+
+    def _distillation_losses(self, batch: FindQueryBatch, out: dict[str, Any]) -> dict:
+        batch_idx, query_idx, target_idx = out["indices"][:3]
+        if target_idx is None:
+            target_idx = torch.arange(batch_idx.numel(), device=batch_idx.device)
+        if self.hparams.teacher_masks == "student":
+            up = F.interpolate(out["pred_masks"][batch_idx, query_idx][:, None].detach().float(),
+                               size=batch.masks.shape[-2:], mode="bilinear", align_corners=False)
+            masks = torch.zeros_like(batch.masks, dtype=torch.float)
+            masks[target_idx] = up[:, 0].sigmoid()
+        else:
+            masks = batch.masks
+        teacher_embeds, valid = self._teacher_embeddings(batch, masks)
+        keep = valid[target_idx]
+        student = F.normalize(out["region_embed"][batch_idx, query_idx][keep].float(), dim=-1)
+        return self.distill(student, teacher_embeds[target_idx][keep],
+                            text_embeds=self._text_embeds, step=self.global_step)
+
+    def _losses(self, batch: FindQueryBatch) -> dict[str, torch.Tensor]:
+        sam3_batch = to_sam3_batch(batch, self.device)
+        outputs = self.net(sam3_batch)
+        targets = [self.net.back_convert(t) for t in sam3_batch.find_targets]
+        losses = self.criterion(outputs, targets)
+        if self.teacher is not None:
+            distill = self._distillation_losses(batch, final_output(outputs))
+            losses["total"] = losses["total"] + distill.pop("loss_distill")
+            losses.update({k: v for k, v in distill.items()})
+        return losses
+
+    def _nonfinite_terms(self, losses: Mapping[str, torch.Tensor]) -> list[str]:
+        # One sync per step on the stacked terms, not one per term.
+        names = [k for k, v in losses.items() if torch.is_tensor(v) and v.numel() == 1]
+        finite = torch.isfinite(torch.stack([losses[k].detach().float().reshape(()) for k in names]))
+        if bool(finite.all()):
+            return []
+        return [n for n, ok in zip(names, finite.tolist()) if not ok]
+
+    def training_step(self, batch: FindQueryBatch, batch_idx: int) -> torch.Tensor | None:
+        losses = self._losses(batch)
+        bad = self._nonfinite_terms(losses)
+        if bad:
+            message = (f"non-finite loss at global step {self.global_step} (batch {batch_idx}): "
+                       f"terms {bad}")
+            if self.hparams.on_nonfinite_loss == "stop":
+                raise NonFiniteLossError(message)
+            log.warning("%s; skipping this step (model.on_nonfinite_loss=skip)", message)
+            self.log("train/skipped_nonfinite", 1.0, on_step=True, reduce_fx="sum")
+            return None
+        bs = batch.num_queries
+        self.log("train/loss", losses["total"], on_step=True, on_epoch=True, prog_bar=True,
+                 batch_size=bs)
+        self.log_dict({f"train/{k}": v.detach() for k, v in losses.items()
+                       if k != "total" and torch.is_tensor(v)}, on_step=True, batch_size=bs)
+        return losses["total"]
+
+    # ------------------------------------------------------------------ evaluation
+    def _predictions(self, batch: FindQueryBatch, out: dict[str, Any]):
+        """Model outputs -> evaluator records at the target-mask resolution."""
+        max_dets = int(self.evaluation.get("max_dets", 100))
+        scores = out["pred_logits"][..., 0].sigmoid() * out["presence_logit_dec"].sigmoid()
+        k = min(max_dets, scores.shape[1])
+        top_scores, top_idx = scores.topk(k, dim=1)  # [B,k]
+        size = batch.masks.shape[-2:]
+        iter_keys = sorted((k_ for k_ in out if k_.startswith("pred_masks_iter")),
+                           key=lambda s: int(s.removeprefix("pred_masks_iter")))
+        if not self.evaluation.get("per_iteration", True) or not iter_keys:
+            iter_keys = []
+        mask_sources = {None: out["pred_masks"]}
+        mask_sources.update({int(k_.removeprefix("pred_masks_iter")): out[k_] for k_ in iter_keys})
+
+        targets, preds = [], {t: [] for t in mask_sources}
+        region = out.get("region_embed")
+        teacher_embeds = None
+        if self.teacher is not None and batch.masks.shape[0] > 0:
+            teacher_embeds = self._teacher_embeddings(batch, batch.masks)[0]
+        image_ids = batch.image_ids.tolist()
+        orig_sizes = batch.orig_sizes.tolist()
+        target_query = batch.target_query_index
+        for q in range(batch.num_queries):
+            img = int(batch.query_image_index[q])
+            rows = (target_query == q).nonzero(as_tuple=True)[0]
+            targets.append(QueryTarget(
+                image_id=image_ids[img],
+                category_id=int(batch.category_ids[q]),
+                masks=batch.masks[rows].cpu(),
+                orig_size=tuple(orig_sizes[img]),
+                teacher_embeds=None if teacher_embeds is None else teacher_embeds[rows].cpu(),
+            ))
+            sel = top_idx[q]
+            for t, masks in mask_sources.items():
+                logits = F.interpolate(masks[q, sel][None].float(), size=size, mode="bilinear",
+                                       align_corners=False)[0]
+                preds[t].append(QueryPrediction(
+                    masks=logits.cpu(), scores=top_scores[q].float().cpu(),
+                    region_embeds=None if region is None or t is not None
+                    else F.normalize(region[q, sel].float(), dim=-1).cpu(),
+                ))
+        final = preds.pop(None)
+        return final, preds, targets
+
+    def _eval_step(self, stage: str, batch: FindQueryBatch) -> None:
+        out = self(batch)
+        final, per_iter, targets = self._predictions(batch, out)
+        self.evaluators[stage].process(final, targets)
+        if per_iter:
+            self.evaluators[stage].process(per_iter, targets)
+
+    def _eval_epoch_start(self, stage: str) -> None:
+        self.evaluators[stage] = self._make_evaluators()
+
+    def _eval_epoch_end(self, stage: str) -> dict[str, float]:
+        metrics = self.evaluators[stage].evaluate()
+        clean = {f"{stage}/{k}": float(v) for k, v in metrics.items()
+                 if v is not None and not math.isnan(float(v))}
+        self.log_dict(clean, sync_dist=False)  # already gathered across ranks by the evaluators
+        return clean
+
+    def on_validation_epoch_start(self) -> None:
+        self._eval_epoch_start("val")
+
+    def validation_step(self, batch: FindQueryBatch, batch_idx: int) -> None:
+        self._eval_step("val", batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self.last_val_metrics = self._eval_epoch_end("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._eval_epoch_start("test")
+
+    def test_step(self, batch: FindQueryBatch, batch_idx: int) -> None:
+        self._eval_step("test", batch)
+
+    def on_test_epoch_end(self) -> None:
+        self.last_test_metrics = self._eval_epoch_end("test")
+
+    # ------------------------------------------------------------------ optimisation
+    def configure_optimizers(self):
+        optimizer = build_optimizer(self.net, _plain(self.hparams.optimizer))
+        sched = dict(_plain(self.hparams.scheduler))
+        total = int(self.trainer.estimated_stepping_batches)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer,
+            lr_lambda(sched.get("name", "cosine"), int(sched.get("warmup_steps", 0)), total,
+                      float(sched.get("min_lr_ratio", 0.0))),
+        )
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}

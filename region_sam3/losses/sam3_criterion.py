@@ -1,0 +1,174 @@
+"""SAM3's own training criterion (matcher + class/presence, box and mask losses).
+
+We reuse `sam3.train.loss` as is: `Sam3LossWrapper` (one-to-one + DAC one-to-many), `IABCEMdetr`
+(IoU-aware classification + presence), `Boxes` (L1 + GIoU) and `Masks`, whose
+`num_sample_points` path is the PointRend/Mask2Former uncertainty-sampled focal + dice loss.
+Two things are added:
+
+* `PointSampledMasks` applies the mask loss to every refinement iterate `pred_masks_iter{t}`
+  of the region head (deep supervision), weighted per iteration.
+* `sam3`'s focal loss defaults to a triton kernel that needs CUDA; `_focal_loss_backend` picks
+  the plain PyTorch path whenever the tensors are not on a GPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import re
+from collections.abc import Iterator, Mapping, Sequence
+
+import torch
+from sam3.train.loss import loss_fns
+from sam3.train.loss.loss_fns import CORE_LOSS_KEY, Boxes, IABCEMdetr, Masks
+from sam3.train.loss.sam3_loss import Sam3LossWrapper
+from sam3.train.matcher import BinaryHungarianMatcherV2, BinaryOneToManyMatcher
+
+_ITER_KEY = re.compile(r"^pred_masks_iter(\d+)$")
+_UPSTREAM_FOCAL = loss_fns.sigmoid_focal_loss
+
+
+@contextlib.contextmanager
+def _focal_loss_backend(use_triton: bool) -> Iterator[None]:
+    """Route `sam3.train.loss.loss_fns.sigmoid_focal_loss` to the triton or PyTorch path.
+
+    The loss classes look the function up as a module global at call time, so swapping the
+    global for the duration of the call is enough; nothing in site-packages is edited.
+    """
+    if use_triton:
+        yield
+        return
+    loss_fns.sigmoid_focal_loss = functools.partial(_UPSTREAM_FOCAL, triton=False)
+    try:
+        yield
+    finally:
+        loss_fns.sigmoid_focal_loss = _UPSTREAM_FOCAL
+
+
+class PointSampledMasks(Masks):
+    """Mask focal + dice on uncertainty-sampled points, for every refinement iteration.
+
+    Args:
+        num_sample_points: K points per mask (Mask2Former uses 112² = 12544).
+        oversample_ratio / importance_sample_ratio: PointRend sampling (3, 0.75).
+        iter_loss_weights: weight of `pred_masks_iter{t}` for t = 0..T; when the outputs carry
+            no per-iteration masks (plain SAM3) the loss is computed on `pred_masks`.
+    """
+
+    def __init__(
+        self,
+        weight_dict: Mapping[str, float],
+        num_sample_points: int = 112 * 112,
+        oversample_ratio: float = 3.0,
+        importance_sample_ratio: float = 0.75,
+        iter_loss_weights: Sequence[float] | None = None,
+        focal_alpha: float = 0.25,
+        focal_gamma: float = 2.0,
+    ) -> None:
+        super().__init__(
+            weight_dict=dict(weight_dict),
+            compute_aux=False,
+            focal_alpha=focal_alpha,
+            focal_gamma=focal_gamma,
+            num_sample_points=num_sample_points,
+            oversample_ratio=oversample_ratio,
+            importance_sample_ratio=importance_sample_ratio,
+        )
+        self.iter_loss_weights = list(iter_loss_weights) if iter_loss_weights is not None else None
+
+    def get_loss(self, outputs, targets, indices, num_boxes):  # noqa: D102
+        iter_keys = sorted(
+            (int(m.group(1)), k) for k in outputs if (m := _ITER_KEY.match(k))
+        )
+        if not iter_keys:
+            return super().get_loss(outputs, targets, indices, num_boxes)
+        weights = self.iter_loss_weights or [1.0] * len(iter_keys)
+        if len(weights) != len(iter_keys):
+            raise ValueError(
+                f"model.region_head.iter_loss_weights has {len(weights)} entries but the head "
+                f"produces {len(iter_keys)} iterates (num_iters + 1)"
+            )
+        losses: dict[str, torch.Tensor] = {}
+        total_mask, total_dice = 0.0, 0.0
+        for (t, key), weight in zip(iter_keys, weights):
+            per_iter = super().get_loss({**outputs, "pred_masks": outputs[key]}, targets,
+                                        indices, num_boxes)
+            losses[f"loss_mask_iter{t}"] = per_iter["loss_mask"].detach()
+            losses[f"loss_dice_iter{t}"] = per_iter["loss_dice"].detach()
+            total_mask = total_mask + weight * per_iter["loss_mask"]
+            total_dice = total_dice + weight * per_iter["loss_dice"]
+        losses["loss_mask"] = total_mask
+        losses["loss_dice"] = total_dice
+        return losses
+
+
+class Sam3Criterion(torch.nn.Module):
+    """SAM3's loss on a `Sam3Image` output, returning named terms and the weighted total.
+
+    Default weights follow SAM3's recipe (DESIGN §6): class 20, presence 20, L1 5, GIoU 2,
+    mask focal 200, dice 10.
+    """
+
+    def __init__(
+        self,
+        *,
+        loss_ce: float = 20.0,
+        presence_loss: float = 20.0,
+        loss_bbox: float = 5.0,
+        loss_giou: float = 2.0,
+        loss_mask: float = 200.0,
+        loss_dice: float = 10.0,
+        pos_weight: float = 10.0,
+        num_sample_points: int = 112 * 112,
+        oversample_ratio: float = 3.0,
+        importance_sample_ratio: float = 0.75,
+        iter_loss_weights: Sequence[float] | None = None,
+        o2m_weight: float = 2.0,
+        o2m_topk: int = 4,
+        normalization: str = "local",
+    ) -> None:
+        super().__init__()
+        self.wrapper = Sam3LossWrapper(
+            loss_fns_find=[
+                IABCEMdetr(
+                    pos_weight=pos_weight,
+                    weight_dict={"loss_ce": loss_ce, "presence_loss": presence_loss},
+                    weak_loss=False,
+                    alpha=0.25,
+                    gamma=2,
+                    use_presence=True,
+                    pos_focal=False,
+                ),
+                Boxes(weight_dict={"loss_bbox": loss_bbox, "loss_giou": loss_giou}),
+                PointSampledMasks(
+                    weight_dict={"loss_mask": loss_mask, "loss_dice": loss_dice},
+                    num_sample_points=num_sample_points,
+                    oversample_ratio=oversample_ratio,
+                    importance_sample_ratio=importance_sample_ratio,
+                    iter_loss_weights=iter_loss_weights,
+                ),
+            ],
+            normalization=normalization,
+            matcher=BinaryHungarianMatcherV2(
+                focal=True, cost_class=2.0, cost_bbox=5.0, cost_giou=2.0, alpha=0.25, gamma=2,
+                stable=False,
+            ),
+            o2m_matcher=BinaryOneToManyMatcher(alpha=0.3, threshold=0.4, topk=o2m_topk),
+            o2m_weight=o2m_weight,
+        )
+
+    def forward(self, find_stages, find_targets: Sequence[Mapping]) -> dict[str, torch.Tensor]:
+        """Losses of `Sam3Image.forward`'s output against `model.back_convert(find_target)`s.
+
+        Returns:
+            dict of scalar tensors; `"total"` is the weighted sum used for backprop.
+        """
+        if self.wrapper.normalization == "global" and not (
+            torch.distributed.is_available() and torch.distributed.is_initialized()
+        ):
+            self.wrapper.normalization = "local"
+        on_gpu = find_targets[0]["boxes"].is_cuda
+        with _focal_loss_backend(use_triton=on_gpu):
+            losses = self.wrapper(find_stages, find_targets)
+        losses["total"] = losses.pop(CORE_LOSS_KEY)
+        return losses

@@ -1,0 +1,121 @@
+"""The train and eval tasks behind `train.py` / `eval.py` (Hydra configs in `conf/`)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from region_sam3.utils.instantiate import instantiate_callbacks, instantiate_loggers
+from region_sam3.utils.seeding import seed_everything
+
+log = logging.getLogger(__name__)
+
+
+def _check_file(path: str | None, key: str, hint: str) -> Path | None:
+    if path is None:
+        return None
+    resolved = Path(str(path)).expanduser()
+    if not resolved.is_file():
+        raise FileNotFoundError(f"{key}={path!r} does not exist. {hint}")
+    return resolved
+
+
+def _float_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    out = {}
+    for key, value in metrics.items():
+        value = float(value.item() if torch.is_tensor(value) else value)
+        out[key] = value
+    return out
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, sort_keys=True))
+    log.info("metrics written to %s", path)
+
+
+def train_task(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
+    """Fit, then test the best checkpoint. Returns (metrics, objects)."""
+    OmegaConf.resolve(cfg)
+    # Fail on a bad resume path before any data is generated or read.
+    ckpt_path = _check_file(cfg.get("ckpt_path"), "ckpt_path",
+                            "Pass a Lightning checkpoint, e.g. <run>/checkpoints/last.ckpt.")
+    seed_everything(cfg.get("seed"))
+
+    log.info("Instantiating model <%s>", cfg.model._target_)
+    model: L.LightningModule = hydra.utils.instantiate(cfg.model)
+    log.info("Instantiating datamodule <%s>", cfg.data._target_)
+    datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data)
+    callbacks = instantiate_callbacks(cfg.get("callbacks"))
+    loggers = instantiate_loggers(cfg.get("logger"))
+    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+    for lg in loggers:
+        lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+
+    metrics: dict[str, float] = {}
+    if cfg.get("train", True):
+        trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path)
+        metrics.update(_float_metrics(trainer.callback_metrics))
+    if cfg.get("test", True):
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        if not best:
+            log.warning("No best checkpoint (e.g. fast_dev_run): testing the current weights")
+        trainer.test(model=model, datamodule=datamodule, ckpt_path=best or None)
+        metrics.update(_float_metrics(trainer.callback_metrics))
+    output_dir = Path(cfg.paths.output_dir)
+    if trainer.is_global_zero:
+        _write_json(output_dir / "metrics.json", metrics)
+    return metrics, {"model": model, "datamodule": datamodule, "trainer": trainer}
+
+
+def optimized_metric(metrics: dict[str, float], name: str | None) -> float | None:
+    """The value a sweeper optimises; a clear error if the config names a metric never logged."""
+    if not name:
+        return None
+    if name not in metrics:
+        raise KeyError(
+            f"optimized_metric={name!r} was not logged; available: {sorted(metrics)[:20]}..."
+        )
+    value = metrics[name]
+    return None if math.isnan(value) else value
+
+
+def eval_task(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
+    """Evaluate a checkpoint written by `train.py` on `data.test_split`; write metrics JSON."""
+    from region_sam3.lit.module import RegionSam3Module
+
+    OmegaConf.resolve(cfg)
+    ckpt_path = _check_file(cfg.ckpt_path, "ckpt_path",
+                            "Pass a checkpoint written by train.py (<run>/checkpoints/*.ckpt).")
+    seed_everything(cfg.get("seed"))
+    # mmap: a full-size checkpoint is not read twice into memory (hparams now, weights in test).
+    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True)
+    hparams = dict(checkpoint.get("hyper_parameters") or {})
+    if "sam3" not in hparams:
+        raise ValueError(f"{ckpt_path} has no model hyper-parameters: was it written by train.py?")
+    sam3_cfg = OmegaConf.create(hparams["sam3"])
+    # The Lightning checkpoint holds every SAM3 tensor: do not re-read the original weights,
+    # which may not exist on this machine.
+    sam3_cfg.checkpoint = None
+    sam3_cfg.from_hub = False
+    sam3_cfg.strict = False
+    hparams["sam3"] = sam3_cfg
+    model = RegionSam3Module(**hparams)
+    datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data)
+    loggers = instantiate_loggers(cfg.get("logger"))
+    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers)
+    trainer.test(model=model, datamodule=datamodule, ckpt_path=ckpt_path)
+    metrics = _float_metrics(trainer.callback_metrics)
+    split = cfg.data.get("test_split", "test")
+    out = cfg.get("metrics_file") or ckpt_path.parent.parent / f"eval_{split}_metrics.json"
+    if trainer.is_global_zero:
+        _write_json(Path(out), {"checkpoint": str(ckpt_path), "split": split, "metrics": metrics})
+    return metrics, {"model": model, "datamodule": datamodule, "trainer": trainer}

@@ -1,0 +1,69 @@
+"""Lightning callbacks: metric curves as PNG where people look, mask overlays for W&B."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+log = logging.getLogger(__name__)
+
+
+class MetricsPlotCallback(L.Callback):
+    """After every validation epoch, append the metrics to `metrics_history.json` and redraw
+    `metrics.png` (training loss and the main validation metrics vs epoch).
+
+    Args:
+        output_dir: run directory.
+        keys: validation metrics to plot (others are kept in the JSON).
+    """
+
+    def __init__(self, output_dir: str, keys: tuple[str, ...] = (
+            "val/mask/AP", "val/mask/AP50", "val/mask/AP_S", "val/miou/mIoU")) -> None:
+        self.output_dir = Path(output_dir)
+        self.keys = tuple(keys)
+        self.history: list[dict[str, float]] = []
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": self.history}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = list(state_dict.get("history", []))
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        row = {"epoch": float(trainer.current_epoch), "step": float(trainer.global_step)}
+        for key, value in trainer.callback_metrics.items():
+            if torch.is_tensor(value) and value.numel() == 1:
+                row[key] = float(value)
+        self.history.append(row)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        (self.output_dir / "metrics_history.json").write_text(json.dumps(self.history, indent=1))
+        self._plot()
+
+    def _plot(self) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        keys = [k for k in self.keys if any(k in r for r in self.history)]
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+        steps = [r["step"] for r in self.history]
+        loss = [r.get("train/loss_epoch", float("nan")) for r in self.history]
+        axes[0].plot(steps, loss, marker="o")
+        axes[0].set(title="train loss (epoch mean)", xlabel="step")
+        for key in keys:
+            axes[1].plot(steps, [r.get(key, float("nan")) for r in self.history], marker="o",
+                         label=key)
+        axes[1].set(title="validation", xlabel="step", ylim=(0, 1))
+        if keys:
+            axes[1].legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(self.output_dir / "metrics.png", dpi=100)
+        plt.close(fig)
