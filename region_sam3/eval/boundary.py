@@ -142,10 +142,10 @@ class BoundaryAPEvaluator(COCOMaskEvaluator):
         s = summarize_coco(pred, target, self.max_dets)
         keep = keep_top(pred.scores, None, self.max_dets)
         s.extra["dt_boundary"] = encode_masks(
-            mask_to_boundary(pred.binary_masks()[keep], self.dilation_ratio)
+            mask_to_boundary(pred.binary_masks(keep), self.dilation_ratio)
         )
         s.extra["gt_boundary"] = encode_masks(
-            mask_to_boundary(target.masks.detach().cpu().bool(), self.dilation_ratio)
+            mask_to_boundary(target.binary_masks(), self.dilation_ratio)
         )
         return s
 

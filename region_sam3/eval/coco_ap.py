@@ -17,25 +17,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import pycocotools.mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
-from torch import Tensor
 
 from region_sam3.eval.base import DatasetEvaluator, GatherFn, QueryRecord
-from region_sam3.eval.types import QueryPrediction, QueryTarget, keep_top
+from region_sam3.eval.types import QueryPrediction, QueryTarget, encode_masks, keep_top
+
+__all__ = ["COCOMaskEvaluator", "encode_masks", "build_coco", "run_cocoeval"]
 
 # Positions in COCOeval.stats (segm / bbox summarize()).
 STAT_NAMES = ("AP", "AP50", "AP75", "AP_S", "AP_M", "AP_L", "AR1", "AR10", "AR100")
-
-
-def encode_masks(masks: Tensor) -> list[dict[str, Any]]:
-    """``[N, H, W]`` bool -> N COCO RLE dicts (``counts`` as bytes)."""
-    if masks.shape[0] == 0:
-        return []
-    arr = np.asfortranarray(masks.numpy().astype(np.uint8).transpose(1, 2, 0))
-    return mask_utils.encode(arr)
 
 
 @dataclass
@@ -58,12 +50,10 @@ def summarize_coco(
 ) -> CocoQuerySummary:
     """RLE-encode the top ``max_dets`` predictions (by score) and all GT of a query."""
     keep = keep_top(pred.scores, None, max_dets)
-    dt = pred.binary_masks()[keep]
-    gt = target.masks.detach().cpu().bool()
     scale = target.area_scale()
-    dt_rles = encode_masks(dt)
-    gt_rles = encode_masks(gt)
-    h, w = gt.shape[-2:]
+    dt_rles = pred.rles(keep)
+    gt_rles = target.rles()
+    h, w = target.masks.shape[-2:]
     return CocoQuerySummary(
         height=int(h),
         width=int(w),

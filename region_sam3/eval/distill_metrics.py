@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from region_sam3.eval.base import DatasetEvaluator, GatherFn, QueryRecord
-from region_sam3.eval.matching import hungarian_match, mask_iou_matrix
+from region_sam3.eval.matching import hungarian_match, rle_iou_matrix
 from region_sam3.eval.types import QueryPrediction, QueryTarget
 
 
@@ -102,7 +102,7 @@ class DistillationEvaluator(DatasetEvaluator):
             gi = pred.gt_index.detach().cpu().long()
             rows = torch.nonzero(gi >= 0).flatten()
             return rows, gi[rows]
-        iou = mask_iou_matrix(pred.binary_masks(), target.masks.detach().cpu().bool())
+        iou = rle_iou_matrix(pred.rles(), target.rles())
         r, c = hungarian_match(iou)
         return torch.from_numpy(r), torch.from_numpy(c)
 

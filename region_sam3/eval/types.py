@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
+import pycocotools.mask as mask_utils
 import torch
 from torch import Tensor
 
@@ -46,8 +47,11 @@ class QueryPrediction:
     mask_kind: MaskKind = "logits"
     region_embeds: Tensor | None = None
     gt_index: Tensor | None = None
-    # Several evaluators binarise the same prediction; cache it (masks are not mutated).
-    _binary: Tensor | None = field(default=None, init=False, repr=False, compare=False)
+    # Several evaluators binarise / RLE-encode the same prediction: cache per query index
+    # (masks are never mutated). Only requested indices are converted, so the ~200 SAM3
+    # queries are not all moved to CPU when only the top ones are kept.
+    _bin_cache: dict[int, Tensor] = field(default_factory=dict, init=False, repr=False)
+    _rle_cache: dict[int, dict] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.masks.dim() != 3:
@@ -57,11 +61,27 @@ class QueryPrediction:
                 f"scores {tuple(self.scores.shape)} do not match masks {tuple(self.masks.shape)}"
             )
 
-    def binary_masks(self) -> Tensor:
-        """``[Q, H, W]`` bool masks on CPU (computed once, then cached)."""
-        if self._binary is None:
-            self._binary = binarize(self.masks, self.mask_kind)
-        return self._binary
+    def binary_masks(self, idx: Tensor | None = None) -> Tensor:
+        """``[K, H, W]`` bool CPU masks of the queries ``idx`` (``[K]`` long; all when None)."""
+        ids = list(range(self.masks.shape[0])) if idx is None else [int(i) for i in idx]
+        missing = [i for i in dict.fromkeys(ids) if i not in self._bin_cache]
+        if missing:
+            sel = torch.tensor(missing, dtype=torch.long, device=self.masks.device)
+            # Threshold where the masks live (GPU in validation), move only bools.
+            for i, m in zip(missing, binarize(self.masks[sel], self.mask_kind)):
+                self._bin_cache[i] = m
+        if not ids:
+            return torch.zeros(0, *self.masks.shape[-2:], dtype=torch.bool)
+        return torch.stack([self._bin_cache[i] for i in ids])
+
+    def rles(self, idx: Tensor | None = None) -> list[dict]:
+        """COCO RLEs of the binary masks of ``idx`` (all when None), cached."""
+        ids = list(range(self.masks.shape[0])) if idx is None else [int(i) for i in idx]
+        missing = [i for i in dict.fromkeys(ids) if i not in self._rle_cache]
+        if missing:
+            enc = encode_masks(self.binary_masks(torch.tensor(missing, dtype=torch.long)))
+            self._rle_cache.update(zip(missing, enc))
+        return [self._rle_cache[i] for i in ids]
 
 
 @dataclass
@@ -93,10 +113,21 @@ class QueryTarget:
     image_num_instances: int | None = None
     teacher_embeds: Tensor | None = None
     query_id: int | None = None
+    _rles: list[dict] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.masks.dim() != 3:
             raise ValueError(f"masks must be [T,H,W], got {tuple(self.masks.shape)}")
+
+    def binary_masks(self) -> Tensor:
+        """``[T, H, W]`` bool GT masks on CPU."""
+        return self.masks.detach().cpu().bool()
+
+    def rles(self) -> list[dict]:
+        """COCO RLEs of the GT masks, cached."""
+        if self._rles is None:
+            self._rles = encode_masks(self.binary_masks())
+        return self._rles
 
     def crowd_flags(self) -> np.ndarray:
         """``[T]`` bool numpy array of crowd flags."""
@@ -110,6 +141,14 @@ class QueryTarget:
             return 1.0
         h, w = self.masks.shape[-2:]
         return float(self.orig_size[0] * self.orig_size[1]) / float(h * w)
+
+
+def encode_masks(masks: Tensor) -> list[dict]:
+    """``[N, H, W]`` bool -> N COCO RLE dicts (``counts`` as bytes)."""
+    if masks.shape[0] == 0:
+        return []
+    arr = np.asfortranarray(masks.numpy().astype(np.uint8).transpose(1, 2, 0))
+    return mask_utils.encode(arr)
 
 
 def binarize(masks: Tensor, kind: MaskKind) -> Tensor:

@@ -80,3 +80,13 @@ def test_crowd_gt_excluded_and_boundary_iou_reported():
     assert m["miou/num_gt"] == 2
     assert m["miou/mIoU"] == pytest.approx(1.0)
     assert m["miou/mBoundaryIoU"] == pytest.approx(1.0)
+
+
+def test_prediction_converts_only_requested_queries_and_caches():
+    p = QueryPrediction(masks=torch.randn(200, 16, 16), scores=torch.rand(200))
+    idx = torch.tensor([5, 7])
+    first = p.rles(idx)
+    assert sorted(p._bin_cache) == [5, 7] and sorted(p._rle_cache) == [5, 7]
+    assert p.rles(idx) == first  # served from the cache
+    assert torch.equal(p.binary_masks(idx), p.masks[idx] > 0)
+    assert p.binary_masks(torch.zeros(0, dtype=torch.long)).shape == (0, 16, 16)
