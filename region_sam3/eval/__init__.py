@@ -1,5 +1,23 @@
 """Evaluation suite (DESIGN §7): COCO mask AP, Boundary AP, matched mIoU, stability,
-perturbation stability, distillation metrics, per-iteration and crowded-split reporting."""
+perturbation stability, distillation metrics, per-iteration and crowded-split reporting.
+
+Wiring in a LightningModule (evaluate() is collective under DDP and returns the same dict on
+every rank, so call it on all ranks and log without ``sync_dist``)::
+
+    def on_validation_epoch_start(self):
+        self.evaluator.reset()            # self.evaluator = build_default_evaluators()
+
+    def validation_step(self, batch, batch_idx):
+        out = self.model(batch)
+        targets = [QueryTarget(image_id=..., category_id=..., masks=gt_masks_q, ...) for q ...]
+        per_t = {t: [QueryPrediction(masks=logits_t[q], scores=scores[q]) for q ...]
+                 for t, logits_t in enumerate(out["pred_masks_per_iter"])}
+        self.evaluator.process(per_t, targets)  # or a plain list for final masks only
+
+    def on_validation_epoch_end(self):
+        metrics = self.evaluator.evaluate()
+        self.log_dict({f"val/{k}": v for k, v in metrics.items()})
+"""
 
 from region_sam3.eval.base import (
     DatasetEvaluator,
