@@ -69,7 +69,9 @@ def main() -> None:
         for resolution in (224, 1008):
             for num_workers in (0, 2):
                 rate = time_loader(root, resolution, num_workers, args.images)
-                print(f"train loader {resolution:4d} px, {num_workers} workers: {rate:6.1f} images/s")
+                print(
+                    f"train loader {resolution:4d} px, {num_workers} workers: {rate:6.1f} images/s"
+                )
 
 
 if __name__ == "__main__":
