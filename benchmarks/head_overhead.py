@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from region_sam3.models.region_head import RegionHead
 from region_sam3.models.region_seg_head import build_region_seg_head
@@ -136,9 +137,12 @@ def main() -> None:
     )
     p.add_argument("--size", choices=["tiny", "full"], default="tiny")
     p.add_argument("--mode", choices=["model", "head"], default="model")
-    p.add_argument("--iters", type=int, nargs="+", default=[0, 1, 2, 3])
+    p.add_argument("--iters", type=int, nargs="*", default=[0, 1, 2, 3])
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument(
+        "--flops-only", action="store_true", help="count FLOPs (one forward per variant), no timing"
+    )
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -181,17 +185,40 @@ def main() -> None:
     )
     prec = "bf16 autocast" if device.type == "cuda" else "fp32"
     print(f"== {what} ({args.size}) on {dev}, {prec}, eval, no_grad ==")
-    print(f"{'variant':>10} {'params':>14} {'+region_head':>13} {'fwd ms':>10} {'vs plain':>9}")
+    print(
+        f"{'variant':>10} {'params':>14} {'+region_head':>13} {'median ms':>10} {'vs plain':>9} "
+        f"{'min ms':>10} {'vs plain':>9} {'GFLOP':>9} {'vs plain':>9}"
+    )
     variants: list[tuple[str, nn.Module, int]] = [("plain", plain_head, 0)]
     for t in args.iters:
         rh = region_head_for(d_model, t).to(device)
         # the builder reuses plain_head's modules; plain_head itself stays usable
         variants.append((f"T={t}", build_region_seg_head(plain_head, rh).eval(), n_params(rh)))
-    base_ms = None
-    for name, head, extra in variants:
-        ms = timeit(lambda h=head: run(h), device, args.repeats)
-        base_ms = base_ms or ms
-        print(f"{name:>10} {total + extra:>14,} {extra:>13,} {ms:10.1f} {ms / base_ms:8.2f}x")
+    # Round-robin over variants (not variant after variant) so a load change on a shared machine
+    # hits every variant alike; report the median and the min over rounds.
+    for _name, head, _extra in variants if not args.flops_only else []:  # warm-up
+        run(head)
+    times: list[list[float]] = [[] for _ in variants]
+    for _ in range(0 if args.flops_only else args.repeats):
+        for i, (_name, head, _extra) in enumerate(variants):
+            _sync(device)
+            t0 = time.perf_counter()
+            run(head)
+            _sync(device)
+            times[i].append((time.perf_counter() - t0) * 1e3)
+    med = [sorted(t)[len(t) // 2] if t else float("nan") for t in times]
+    # Noise-free companion: counted FLOPs (matmul/conv/attention) of one forward per variant.
+    gflops = []
+    for _name, head, _extra in variants:
+        with FlopCounterMode(display=False) as fc:
+            run(head)
+        gflops.append(fc.get_total_flops() / 1e9)
+    mins = [min(t) if t else float("nan") for t in times]
+    for (name, _head, extra), m, mn, gf in zip(variants, med, mins, gflops):
+        print(
+            f"{name:>10} {total + extra:>14,} {extra:>13,} {m:10.1f} {m / med[0]:8.2f}x "
+            f"{mn:10.1f} {mn / mins[0]:8.2f}x {gf:9.2f} {gf / gflops[0]:8.3f}x"
+        )
 
 
 if __name__ == "__main__":
