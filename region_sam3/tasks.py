@@ -12,7 +12,9 @@ import hydra
 import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError
 
+from region_sam3.utils.resolvers import MissingConfigValueError
 from region_sam3.utils.instantiate import instantiate_callbacks, instantiate_loggers
 from region_sam3.utils.seeding import seed_everything
 
@@ -42,9 +44,27 @@ def _write_json(path: Path, payload: dict[str, Any]) -> None:
     log.info("metrics written to %s", path)
 
 
+def check_missing_values(cfg: DictConfig) -> None:
+    """Fail before anything is built when a required value was not given.
+
+    Covers `???` values and `${required:...}` interpolations (whose message says how to
+    provide the value, e.g. the SAM3 checkpoint).
+    """
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise MissingConfigValueError(f"Missing required config values: {missing}")
+    try:
+        OmegaConf.resolve(cfg)
+    except InterpolationResolutionError as exc:
+        cause = exc.__cause__
+        if isinstance(cause, MissingConfigValueError):
+            raise cause from None
+        raise
+
+
 def train_task(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """Fit, then test the best checkpoint. Returns (metrics, objects)."""
-    OmegaConf.resolve(cfg)
+    check_missing_values(cfg)
     # Fail on a bad resume path before any data is generated or read.
     ckpt_path = _check_file(cfg.get("ckpt_path"), "ckpt_path",
                             "Pass a Lightning checkpoint, e.g. <run>/checkpoints/last.ckpt.")
@@ -81,9 +101,10 @@ def optimized_metric(metrics: dict[str, float], name: str | None) -> float | Non
     if not name:
         return None
     if name not in metrics:
-        raise KeyError(
-            f"optimized_metric={name!r} was not logged; available: {sorted(metrics)[:20]}..."
-        )
+        # Raising here would discard a finished run in a sweep; the run's artefacts are saved.
+        log.error("optimized_metric=%r was not logged (no validation ran?); available: %s",
+                  name, sorted(metrics)[:20])
+        return None
     value = metrics[name]
     return None if math.isnan(value) else value
 
@@ -92,7 +113,7 @@ def eval_task(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """Evaluate a checkpoint written by `train.py` on `data.test_split`; write metrics JSON."""
     from region_sam3.lit.module import RegionSam3Module
 
-    OmegaConf.resolve(cfg)
+    check_missing_values(cfg)
     ckpt_path = _check_file(cfg.ckpt_path, "ckpt_path",
                             "Pass a checkpoint written by train.py (<run>/checkpoints/*.ckpt).")
     seed_everything(cfg.get("seed"))

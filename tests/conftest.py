@@ -5,11 +5,14 @@ from __future__ import annotations
 import os
 
 import pytest
+import torch
 
 from helpers import build_tiny_sam3, make_find_batch
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+# Two cores: extra intra-op threads only add contention between test processes.
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
 @pytest.fixture
@@ -20,3 +23,9 @@ def tiny_sam3():
 @pytest.fixture
 def find_batch():
     return make_find_batch()
+
+
+@pytest.fixture(scope="session")
+def synthetic_data_dir(tmp_path_factory):
+    """One synthetic dataset root shared by the whole session (generated on first use)."""
+    return tmp_path_factory.mktemp("data")

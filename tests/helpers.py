@@ -93,3 +93,40 @@ def last_stage_output(out) -> dict:
     """The final stage's output dict from `Sam3Image.forward`'s `SAM3Output`."""
     stage = out[-1]
     return stage[-1] if isinstance(stage, list) else stage
+
+
+TINY_SPLITS = [
+    "data.synthetic.splits.train.num_images=8",
+    "data.synthetic.splits.val.num_images=4",
+    "data.synthetic.splits.small.num_images=4",
+    "data.synthetic.splits.crowded.num_images=4",
+]
+
+
+def compose_task(config_name: str, output_dir, data_dir, overrides: list[str] | None = None):
+    """Compose `conf/<config_name>.yaml` for a test: outputs under `output_dir`, synthetic data
+    under `data_dir`, tiny random SAM3 unless overridden, no data-loader workers."""
+    from hydra import compose, initialize_config_dir
+
+    base = [
+        f"paths.output_dir={output_dir}",
+        f"paths.work_dir={output_dir}",
+        f"paths.data_dir={data_dir}",
+        "data.num_workers=0",
+        "data.batch_size=2",
+        "data.max_queries_per_image=3",
+        "model.criterion.num_sample_points=256",
+        "trainer.accelerator=cpu",
+    ]
+    if config_name == "train":
+        base.append("~callbacks.progress_bar")
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name, overrides=base + list(overrides or []))
+    if cfg.data.get("synthetic") is not None:
+        from omegaconf import OmegaConf, open_dict
+
+        with open_dict(cfg):
+            for item in TINY_SPLITS:
+                key, value = item.split("=")
+                OmegaConf.update(cfg, key, int(value), merge=True)
+    return cfg

@@ -16,6 +16,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
+from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
 from omegaconf import DictConfig, OmegaConf
 
 from region_sam3.data.batch import FindQueryBatch
@@ -54,6 +55,8 @@ class RegionSam3Module(L.LightningModule):
         evaluation: `{boundary, crowded_thresholds, score_threshold, max_dets, per_iteration}`.
         teacher / distill: TextRegion teacher and `DistillationLoss` configs (both or neither).
         teacher_masks: `gt` (default) or `student` (detached matched predictions).
+        teacher_cache_dir: cache teacher embeddings of GT masks on disk (only valid when the
+            training views are augmentation-free: the key is image and annotation ids).
         on_nonfinite_loss: `stop` raises with the step and the term; `skip` drops the step.
     """
 
@@ -68,6 +71,7 @@ class RegionSam3Module(L.LightningModule):
         teacher: Mapping[str, Any] | None = None,
         distill: Mapping[str, Any] | None = None,
         teacher_masks: str = "gt",
+        teacher_cache_dir: str | None = None,
         on_nonfinite_loss: str = "stop",
     ) -> None:
         super().__init__()
@@ -79,30 +83,39 @@ class RegionSam3Module(L.LightningModule):
         if (teacher is None) != (distill is None):
             raise ValueError("model.teacher and model.distill must be set together")
 
-        head = instantiate(region_head) if region_head else None
+        # The teacher is built first: a missing CLIP weight fails before SAM3 (minutes at full
+        # size) is built.
+        self.teacher = instantiate(teacher) if teacher else None
+        self.distill = instantiate(distill) if distill else None
+        head = self._build_region_head(region_head)
         self.net = instantiate(sam3, region_head=head)
         iter_weights = list(head.iter_loss_weights) if head is not None else None
         self.criterion = instantiate(criterion, iter_loss_weights=iter_weights)
-        self.teacher = instantiate(teacher) if teacher else None
-        self.distill = instantiate(distill) if distill else None
-        if self.teacher is not None:
-            student_dim = self._student_embed_dim(region_head)
-            if student_dim != self.teacher.embed_dim:
-                raise ValueError(
-                    f"model.region_head.embed_dim gives region embeddings of size {student_dim} "
-                    f"but the teacher's embedding size is {self.teacher.embed_dim}: set "
-                    f"model.region_head.embed_dim={self.teacher.embed_dim}"
-                )
+        self.teacher_cache = None
+        if self.teacher is not None and teacher_cache_dir:
+            from region_sam3.teachers.cache import TeacherEmbeddingCache
+
+            self.teacher_cache = TeacherEmbeddingCache(teacher_cache_dir, self.teacher.config_hash())
         self.evaluation = dict(_plain(evaluation) or {})
         self.evaluators: dict[str, EvaluatorList] = {}
         self._text_embeds: torch.Tensor | None = None
         self._category_ids: list[int] = []
 
     # ------------------------------------------------------------------ setup helpers
-    def _student_embed_dim(self, region_head: Mapping[str, Any] | None) -> int:
+    def _build_region_head(self, region_head: Mapping[str, Any] | None):
         if region_head is None:
-            raise ValueError("distillation needs a region head (model/region_head=default)")
-        return int(region_head.get("embed_dim") or self.net.segmentation_head.d_model)
+            if self.teacher is not None:
+                raise ValueError("distillation needs a region head: set model/region_head=default")
+            return None
+        if self.teacher is None:
+            return instantiate(region_head)
+        embed_dim = int(region_head.get("embed_dim") or 0)
+        if embed_dim not in (0, self.teacher.embed_dim):
+            raise ValueError(
+                f"model.region_head.embed_dim={embed_dim} but the teacher's embedding size is "
+                f"{self.teacher.embed_dim}: set model.region_head.embed_dim=0 (follow the teacher)"
+            )
+        return instantiate(region_head, embed_dim=self.teacher.embed_dim)
 
     def _category_names(self) -> dict[int, str]:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
@@ -138,12 +151,17 @@ class RegionSam3Module(L.LightningModule):
         return self
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Lightning restores optimizer, scheduler and loop counters but not the RNGs that drive
+        # data sampling, negatives and point sampling: store them for exact resumption.
+        checkpoint["rng_states"] = _collect_rng_states(include_cuda=torch.cuda.is_available())
         # The teacher is frozen and rebuilt from its config: never store its weights.
         state = checkpoint["state_dict"]
         for key in [k for k in state if k.startswith(TEACHER_PREFIX)]:
             del state[key]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "rng_states" in checkpoint:
+            _set_rng_states(checkpoint["rng_states"])
         if self.teacher is not None:
             checkpoint["state_dict"].update(
                 {TEACHER_PREFIX + k: v for k, v in self.teacher.state_dict().items()}
@@ -154,11 +172,28 @@ class RegionSam3Module(L.LightningModule):
         """Final SAM3 output dict for a `FindQueryBatch` (per-query tensors `[B,Q,...]`)."""
         return final_output(self.net(to_sam3_batch(batch, self.device)))
 
-    def _teacher_embeddings(self, batch: FindQueryBatch, masks: torch.Tensor) -> tuple:
-        """Teacher region embeddings `[T,D]` (+ valid `[T]`) for `masks [T,H,W]`."""
+    def _teacher_embeddings(self, batch: FindQueryBatch, masks: torch.Tensor,
+                            use_cache: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Teacher region embeddings `[T,D]` and valid flags `[T]` for `masks [T,H,W]`."""
         images = batch.images * 0.5 + 0.5  # undo SAM3's mean/std 0.5 normalisation -> [0,1]
         image_index = batch.query_image_index[batch.target_query_index]
-        return self.teacher(images, masks.float(), image_index, return_valid=True)
+        if not (use_cache and self.teacher_cache is not None):
+            return self.teacher(images, masks.float(), image_index, return_valid=True)
+        embeds = torch.zeros(masks.shape[0], self.teacher.embed_dim, device=self.device)
+        image_ids = batch.image_ids.tolist()
+        for i, image_id in enumerate(image_ids):
+            rows = (image_index == i).nonzero(as_tuple=True)[0]
+            if rows.numel() == 0:
+                continue
+            ann_ids = batch.annotation_ids[rows].tolist()
+            cached = self.teacher_cache.get(image_id, ann_ids)
+            if cached is None:
+                emb, valid = self.teacher(images[i:i + 1], masks[rows].float(),
+                                          torch.zeros_like(rows), return_valid=True)
+                cached = emb * valid[:, None]  # invalid rows stored as zeros
+                self.teacher_cache.put(image_id, ann_ids, cached.cpu())
+            embeds[rows] = cached.to(self.device, embeds.dtype)
+        return embeds, embeds.abs().sum(dim=1) > 0
 
     def _distillation_losses(self, batch: FindQueryBatch, out: dict[str, Any]) -> dict:
         batch_idx, query_idx, target_idx = out["indices"][:3]
@@ -171,7 +206,8 @@ class RegionSam3Module(L.LightningModule):
             masks[target_idx] = up[:, 0].sigmoid()
         else:
             masks = batch.masks
-        teacher_embeds, valid = self._teacher_embeddings(batch, masks)
+        teacher_embeds, valid = self._teacher_embeddings(
+            batch, masks, use_cache=self.hparams.teacher_masks == "gt")
         keep = valid[target_idx]
         student = F.normalize(out["region_embed"][batch_idx, query_idx][keep].float(), dim=-1)
         return self.distill(student, teacher_embeds[target_idx][keep],

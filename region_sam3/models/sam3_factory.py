@@ -86,7 +86,10 @@ def build_sam3(
     if region_head is not None:
         from region_sam3.models.region_seg_head import build_region_seg_head
 
-        model.segmentation_head = build_region_seg_head(model.segmentation_head, region_head)
+        model.segmentation_head = build_region_seg_head(
+            model.segmentation_head, region_head,
+            num_o2o_queries=model.transformer.decoder.num_queries,
+        )
     if ckpt_path is not None:
         load_sam3_checkpoint(
             model, ckpt_path, strict=strict, new_module_prefixes=(REGION_HEAD_PREFIX,)
