@@ -171,9 +171,15 @@ class Sam3Predictor:
             overrides: e.g. `["checkpoint=/path/to/sam3.pt"]`.
             checkpoint: convenience for the `checkpoint` override that also accepts paths the
                 override grammar would reject (spaces, `=`).
+
+        Raises:
+            CheckpointError: the requested weights are missing or incompatible.
         """
         from hydra import compose, initialize_config_dir
+        from hydra.errors import InstantiationException
         from hydra.utils import instantiate
+
+        from region_sam3.models.checkpoint import CheckpointError
 
         config_dir = find_conf_dir() / "model" / "sam3"
         if not (config_dir / f"{name}.yaml").is_file():
@@ -183,7 +189,13 @@ class Sam3Predictor:
             cfg = compose(name, overrides=list(overrides))
         if checkpoint is not None:
             cfg.checkpoint = str(Path(checkpoint).expanduser())
-        model = instantiate(cfg)
+        try:
+            model = instantiate(cfg)
+        except InstantiationException as err:
+            # Surface "weights missing" as itself, not wrapped in Hydra's exception chain.
+            if isinstance(err.__cause__, CheckpointError):
+                raise err.__cause__ from None
+            raise
         return cls(model, device=device)
 
     @classmethod
@@ -314,14 +326,19 @@ def main(argv: Sequence[str] | None = None) -> None:
         image = Image.open(args.image).convert("RGB")
     except OSError as err:
         raise SystemExit(f"error: cannot read image {args.image}: {err}") from err
-    if args.lightning_checkpoint is not None:
-        predictor = Sam3Predictor.from_lightning_checkpoint(
-            args.lightning_checkpoint, device=args.device
-        )
-    else:
-        predictor = Sam3Predictor.from_config(
-            args.model, args.override, checkpoint=args.checkpoint, device=args.device
-        )
+    from region_sam3.models.checkpoint import CheckpointError
+
+    try:
+        if args.lightning_checkpoint is not None:
+            predictor = Sam3Predictor.from_lightning_checkpoint(
+                args.lightning_checkpoint, device=args.device
+            )
+        else:
+            predictor = Sam3Predictor.from_config(
+                args.model, args.override, checkpoint=args.checkpoint, device=args.device
+            )
+    except (CheckpointError, FileNotFoundError) as err:
+        raise SystemExit(f"error: {err}") from err
     pred = predictor.predict(image, args.prompt, score_threshold=args.threshold)
 
     out = args.out or args.image.with_name(f"{args.image.stem}_pred.png")

@@ -133,6 +133,20 @@ def test_cli_missing_image(tmp_path):
     assert str(missing) in str(err.value)
 
 
+def test_missing_weights_fail_clearly(tmp_path, image):
+    from region_sam3.models.checkpoint import CheckpointError
+
+    missing = tmp_path / "sam3.pt"
+    with pytest.raises(CheckpointError, match="sam3.pt"):
+        Sam3Predictor.from_config("tiny", checkpoint=missing, device="cpu")
+    src = tmp_path / "scene.png"
+    Image.fromarray(image).save(src)
+    with pytest.raises(SystemExit, match="sam3.pt"):
+        main([str(src), PROMPT, "--model", "tiny", "--checkpoint", str(missing)])
+    with pytest.raises(SystemExit, match="missing.ckpt"):
+        main([str(src), PROMPT, "--lightning-checkpoint", str(tmp_path / "missing.ckpt")])
+
+
 def test_unknown_model_config():
     with pytest.raises(ValueError, match="tiny_base"):
         Sam3Predictor.from_config("huge", device="cpu")
