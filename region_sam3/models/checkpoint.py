@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
-import zipfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,7 +68,9 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"SAM3 checkpoint not found: {path}. {_HOW_TO_GET}")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001
+        # Corrupt bytes surface as many types: UnpicklingError, RuntimeError (zip reader),
+        # EOFError, and also OSError (a truncated zip), KeyError, IndexError, UnicodeDecodeError.
         raise CheckpointError(
             f"{path} is not a readable PyTorch checkpoint ({type(exc).__name__}: {exc}). "
             f"The file may be truncated or corrupt; download it again. {_HOW_TO_GET}"
@@ -79,7 +79,8 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         obj = obj["model"]
     elif isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
         obj = obj["state_dict"]
-    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+    if (not isinstance(obj, Mapping) or not obj
+            or not all(isinstance(v, torch.Tensor) for v in obj.values())):
         raise CheckpointError(
             f"{path} does not contain a state dict (expected {{'model': {{name: tensor}}}} "
             "as in the official sam3.pt)"
@@ -145,12 +146,20 @@ def load_sam3_checkpoint(
     ]
     report.unexpected = list(result.unexpected_keys)
     report.loaded = len(state) - len(report.unexpected)
+    if report.loaded == 0:
+        # Nothing matched (e.g. another model's or a Lightning checkpoint): never hand back a
+        # randomly initialised model in place of requested weights, even with strict=false.
+        raise CheckpointError(
+            f"{path}: none of its {len(state)} tensors matches a model tensor (e.g. "
+            f"{sorted(state)[:3]}); expected the official sam3.pt key layout 'detector.<name>'"
+        )
     if strict and report.missing:
         raise CheckpointError(
             f"{path}: {len(report.missing)} SAM3 tensors are missing from the checkpoint "
             f"(model.sam3.strict=true), e.g. {report.missing[:5]}"
         )
-    log.info("SAM3 checkpoint: %s", report.summary())
+    level = logging.WARNING if report.missing or report.unexpected else logging.INFO
+    log.log(level, "SAM3 checkpoint: %s", report.summary())
     return report
 
 
