@@ -82,13 +82,16 @@ def train_task(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
 
     metrics: dict[str, float] = {}
     if cfg.get("train", True):
-        trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path)
+        # Our checkpoints carry configs and RNG states (not tensors only): load them fully.
+        # Only resume from checkpoints you trust.
+        trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False)
         metrics.update(_float_metrics(trainer.callback_metrics))
     if cfg.get("test", True):
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         if not best:
             log.warning("No best checkpoint (e.g. fast_dev_run): testing the current weights")
-        trainer.test(model=model, datamodule=datamodule, ckpt_path=best or None)
+        trainer.test(model=model, datamodule=datamodule, ckpt_path=best or None,
+                     weights_only=False)
         metrics.update(_float_metrics(trainer.callback_metrics))
     output_dir = Path(cfg.paths.output_dir)
     if trainer.is_global_zero:
@@ -133,7 +136,7 @@ def eval_task(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data)
     loggers = instantiate_loggers(cfg.get("logger"))
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers)
-    trainer.test(model=model, datamodule=datamodule, ckpt_path=ckpt_path)
+    trainer.test(model=model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False)
     metrics = _float_metrics(trainer.callback_metrics)
     split = cfg.data.get("test_split", "test")
     out = cfg.get("metrics_file") or ckpt_path.parent.parent / f"eval_{split}_metrics.json"

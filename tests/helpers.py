@@ -130,3 +130,19 @@ def compose_task(config_name: str, output_dir, data_dir, overrides: list[str] | 
                 key, value = item.split("=")
                 OmegaConf.update(cfg, key, int(value), merge=True)
     return cfg
+
+
+class StopAfterEpochs:
+    """Lightning callback that interrupts fit after `epochs` epochs (simulates a killed job
+    without changing the run's configuration, so LR schedules stay identical)."""
+
+    def __new__(cls, epochs: int = 1):
+        import lightning as L
+
+        class _Stop(L.Callback):
+            def on_train_epoch_end(self, trainer, pl_module):
+                if trainer.current_epoch + 1 >= epochs:
+                    trainer.should_stop = True
+
+        return _Stop()
+

@@ -82,6 +82,9 @@ class FindQueryDataModule(L.LightningDataModule):
         self.augmentation = _plain(augmentation)
         self.datasets: dict[str, FindQueryDataset] = {}
         self.category_names: dict[int, str] = {}
+        # One generator for the whole run (not one per loader) so epochs get different orders
+        # and its state can be checkpointed.
+        self._train_generator = torch.Generator().manual_seed(seed)
 
     # -- paths --------------------------------------------------------------------------------
     def _synthetic_config(self) -> tuple[Path, SyntheticConfig]:
@@ -168,8 +171,16 @@ class FindQueryDataModule(L.LightningDataModule):
             persistent_workers=hp.num_workers > 0,
             pin_memory=pin,
             collate_fn=collate_find_queries,
-            generator=torch.Generator().manual_seed(hp.seed) if shuffle else None,
+            generator=self._train_generator if shuffle else None,
         )
+
+    # -- exact resumption: the shuffling generator advances every epoch ------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"train_generator": self._train_generator.get_state()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if "train_generator" in state_dict:
+            self._train_generator.set_state(state_dict["train_generator"])
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
