@@ -1,0 +1,79 @@
+"""CLIP distillation inside training: frozen-teacher discipline, cache, and the smoke run."""
+
+from __future__ import annotations
+
+import hydra
+import torch
+from helpers import compose_task
+from omegaconf import OmegaConf
+
+from region_sam3.tasks import train_task
+
+SMOKE = ["experiment=distill_clip", "debug=smoke", "model.sam3.checkpoint=null",
+         "model/sam3=tiny", "model.sam3.strict=false", "logger=csv"]
+
+
+def test_distill_smoke_run_end_to_end(tmp_path, synthetic_data_dir):
+    """`python train.py experiment=distill_clip debug=smoke` (random tiny base for speed)."""
+    cfg = compose_task("train", tmp_path, synthetic_data_dir,
+                       [*SMOKE, "trainer.limit_train_batches=2"])
+    metrics, objects = train_task(cfg)
+    module = objects["model"]
+    assert {"train/loss_distill_cos", "train/loss_distill_kl"} <= set(metrics)
+    assert {"val/distill/cosine", "val/distill/top1", "test/distill/cosine"} <= set(metrics)
+    assert -1.0 <= metrics["val/distill/cosine"] <= 1.0
+    # frozen-teacher discipline
+    assert not module.teacher.training  # fit put the module in train mode; the teacher stayed eval
+    assert all(not p.requires_grad for p in module.teacher.parameters())
+    teacher_ids = {id(p) for p in module.teacher.parameters()}
+    optimizer = objects["trainer"].optimizers[0]
+    assert not any(id(p) in teacher_ids for g in optimizer.param_groups for p in g["params"])
+    checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    assert not any(k.startswith("teacher.") for k in checkpoint["state_dict"])
+    assert any(".region_head." in k for k in checkpoint["state_dict"])
+
+
+def test_teacher_stays_in_eval_mode(tmp_path, synthetic_data_dir):
+    cfg = compose_task("train", tmp_path, synthetic_data_dir, SMOKE)
+    OmegaConf.resolve(cfg)
+    module = hydra.utils.instantiate(cfg.model)
+    module.train()
+    assert module.net.training and not module.teacher.training
+    # a checkpoint without teacher tensors loads back (the teacher is rebuilt from config)
+    state = {k: v for k, v in module.state_dict().items() if not k.startswith("teacher.")}
+    checkpoint = {"state_dict": state}
+    module.on_load_checkpoint(checkpoint)
+    module.load_state_dict(checkpoint["state_dict"])
+
+
+def _cache_run(tmp_path, data_dir, cache_dir, extra=()):
+    cfg = compose_task("train", tmp_path, data_dir, [
+        *SMOKE, "data.augmentation=null", f"model.teacher_cache_dir={cache_dir}",
+        "trainer.limit_train_batches=2", "trainer.max_epochs=2", "test=false",
+        "trainer.limit_val_batches=0", "callbacks.model_checkpoint.monitor=null",
+        "trainer.log_every_n_steps=1", *extra])
+    OmegaConf.resolve(cfg)
+    module = hydra.utils.instantiate(cfg.model)
+    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    batch = next(iter(datamodule.train_dataloader()))
+    return module, batch
+
+
+def test_teacher_cache_hits_and_invalidation(tmp_path, synthetic_data_dir):
+    cache = tmp_path / "cache"
+    module, batch = _cache_run(tmp_path, synthetic_data_dir, cache)
+    fresh, valid = module._teacher_embeddings(batch, batch.masks, use_cache=False)
+    first, _ = module._teacher_embeddings(batch, batch.masks, use_cache=True)
+    assert module.teacher_cache.misses > 0 and module.teacher_cache.hits == 0
+    second, _ = module._teacher_embeddings(batch, batch.masks, use_cache=True)
+    assert module.teacher_cache.hits == module.teacher_cache.misses
+    assert torch.equal(first, second)
+    torch.testing.assert_close(first[valid], fresh[valid])
+    # a different teacher option -> different hash -> a cold cache
+    other, _ = _cache_run(tmp_path, synthetic_data_dir, cache,
+                          ["teacher.global_patch_removal=true"])
+    assert other.teacher_cache.dir != module.teacher_cache.dir
+    other._teacher_embeddings(batch, batch.masks, use_cache=True)
+    assert other.teacher_cache.hits == 0 and other.teacher_cache.misses > 0
