@@ -14,8 +14,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
-from region_sam3.utils.resolvers import MissingConfigValueError
 from region_sam3.utils.instantiate import instantiate_callbacks, instantiate_loggers
+from region_sam3.utils.resolvers import MissingConfigValueError
 from region_sam3.utils.seeding import seed_everything
 
 log = logging.getLogger(__name__)

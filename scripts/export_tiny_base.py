@@ -11,7 +11,13 @@ import json
 import tempfile
 from pathlib import Path
 
-from region_sam3.utils.tiny_base import RECORD, WEIGHTS, evaluate_tiny_base, export_tiny_base, write_record
+from region_sam3.utils.tiny_base import (
+    RECORD,
+    WEIGHTS,
+    evaluate_tiny_base,
+    export_tiny_base,
+    write_record,
+)
 
 
 def main() -> None:

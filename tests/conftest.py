@@ -6,7 +6,6 @@ import os
 
 import pytest
 import torch
-
 from helpers import build_tiny_sam3, make_find_batch
 
 os.environ.setdefault("WANDB_MODE", "offline")

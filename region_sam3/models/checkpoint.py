@@ -23,10 +23,10 @@ SAM3_HUB_REPO = "facebook/sam3"
 SAM3_HUB_FILE = "sam3.pt"
 DETECTOR_PREFIX = "detector."
 _HOW_TO_GET = (
-    "SAM3 weights are gated: accept the licence of the '{repo}' model on the Hugging Face hub, "
-    "download '{file}', and pass model.sam3.checkpoint=/path/to/{file} "
+    f"SAM3 weights are gated: accept the licence of the '{SAM3_HUB_REPO}' model on the Hugging Face hub, "
+    f"download '{SAM3_HUB_FILE}', and pass model.sam3.checkpoint=/path/to/{SAM3_HUB_FILE} "
     "(or set model.sam3.from_hub=true after `huggingface-cli login` on a machine with access)."
-).format(repo=SAM3_HUB_REPO, file=SAM3_HUB_FILE)
+)
 
 
 class CheckpointError(RuntimeError):
