@@ -7,8 +7,8 @@ from helpers import compose_task
 
 from region_sam3.tasks import train_task
 
-COMMON = ["model/sam3=tiny", "logger=csv", "test=false", "+trainer.limit_train_batches=2",
-          "+trainer.limit_val_batches=0", "callbacks.model_checkpoint.monitor=null",
+COMMON = ["model/sam3=tiny", "logger=csv", "test=false", "trainer.limit_train_batches=2",
+          "trainer.limit_val_batches=0", "callbacks.model_checkpoint.monitor=null",
           "~callbacks.metrics_plot", "seed=7"]
 
 

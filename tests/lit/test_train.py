@@ -11,7 +11,7 @@ from helpers import compose_task
 from region_sam3.tasks import eval_task, train_task
 
 TINY = ["model/sam3=tiny", "logger=csv"]
-SHORT = ["trainer.max_epochs=1", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1",
+SHORT = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
          "+trainer.limit_test_batches=1", "trainer.log_every_n_steps=1"]
 
 
