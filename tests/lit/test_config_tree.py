@@ -57,8 +57,8 @@ def test_train_configs_instantiate(experiment, tmp_path, synthetic_data_dir):
     callbacks = [hydra.utils.instantiate(c) for c in cfg.callbacks.values()]
     trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=False)
     assert trainer.max_epochs == cfg.trainer.max_epochs
-    assert datamodule.hparams.resolution == module.net.backbone.vision_backbone.trunk.img_size \
-        if hasattr(module.net.backbone.vision_backbone.trunk, "img_size") else True
+    # data resolution and model input size come from one config value
+    assert datamodule.hparams.resolution == cfg.model.sam3.arch.image_size
 
 
 @pytest.mark.parametrize("name", _group("data"))
