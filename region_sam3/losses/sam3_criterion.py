@@ -22,7 +22,9 @@ import torch
 from sam3.train.loss import loss_fns
 from sam3.train.loss.loss_fns import CORE_LOSS_KEY, Boxes, IABCEMdetr, Masks
 from sam3.train.loss.sam3_loss import Sam3LossWrapper
-from sam3.train.matcher import BinaryHungarianMatcherV2, BinaryOneToManyMatcher
+from sam3.train.matcher import BinaryOneToManyMatcher
+
+from region_sam3.models.sam3_arch import build_matcher
 
 _ITER_KEY = re.compile(r"^pred_masks_iter(\d+)$")
 _UPSTREAM_FOCAL = loss_fns.sigmoid_focal_loss
@@ -149,10 +151,7 @@ class Sam3Criterion(torch.nn.Module):
                 ),
             ],
             normalization=normalization,
-            matcher=BinaryHungarianMatcherV2(
-                focal=True, cost_class=2.0, cost_bbox=5.0, cost_giou=2.0, alpha=0.25, gamma=2,
-                stable=False,
-            ),
+            matcher=build_matcher(),
             o2m_matcher=BinaryOneToManyMatcher(alpha=0.3, threshold=0.4, topk=o2m_topk),
             o2m_weight=o2m_weight,
         )

@@ -234,8 +234,6 @@ def build_sam3_architecture(
         add_cls=True,
         add_post_encode_proj=True,
     )
-    from sam3.train.matcher import BinaryHungarianMatcherV2
-
     model = Sam3Image(
         backbone=backbone,
         transformer=transformer,
@@ -248,13 +246,20 @@ def build_sam3_architecture(
         multimask_output=True,
         inst_interactive_predictor=None,
         use_act_checkpoint_seg_head=use_act_checkpoint,
-        matcher=BinaryHungarianMatcherV2(
-            focal=True, cost_class=2.0, cost_bbox=5.0, cost_giou=2.0, alpha=0.25, gamma=2,
-            stable=False,
-        ),
+        matcher=build_matcher(),
     )
     init_text_encoder_(model)
     return model
+
+
+def build_matcher():
+    """SAM3's one-to-one Hungarian matcher with the official costs (class 2, L1 5, GIoU 2)."""
+    from sam3.train.matcher import BinaryHungarianMatcherV2
+
+    return BinaryHungarianMatcherV2(
+        focal=True, cost_class=2.0, cost_bbox=5.0, cost_giou=2.0, alpha=0.25, gamma=2,
+        stable=False,
+    )
 
 
 def build_segmentation_head(*, d_model: int, num_heads: int, stages: int = 3,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,7 +29,7 @@ from region_sam3.teachers.masks import global_patch_removal_keep, masks_to_grid,
 DEFAULT_TEMPLATES: tuple[str, ...] = ("a photo of a {}.",)
 
 
-class RegionTeacher(nn.Module):
+class RegionTeacher(nn.Module, ABC):
     """Frozen image-text model producing one L2-normalised embedding per region mask.
 
     Args:
@@ -106,20 +107,21 @@ class RegionTeacher(nn.Module):
 
     # ------------------------------------------------------------------ family hooks
     @property
+    @abstractmethod
     def patch_size(self) -> tuple[int, int]:
-        raise NotImplementedError
+        """Patch size ``(h, w)`` of the trunk."""
 
+    @abstractmethod
     def patch_features(self, pixels: Tensor) -> tuple[Tensor, Tensor]:
         """Trunk forward on normalised pixels ``[B, 3, h, w]``.
 
         Returns ``(removal_feats [B, P, C'], values [B, P, C])`` with patches in
         row-major order (prefix/CLS tokens already dropped).
         """
-        raise NotImplementedError
 
+    @abstractmethod
     def head(self, pooled: Tensor) -> Tensor:
         """Pooled values ``[R, C]`` -> unnormalised embeddings ``[R, D]``."""
-        raise NotImplementedError
 
     # ------------------------------------------------------------------ preprocessing
     def _normalize_pixels(self, images: Tensor) -> Tensor:
@@ -249,8 +251,9 @@ class RegionTeacher(nn.Module):
             return int(self.head(self.pixel_mean.new_zeros(1, self.value_dim)).shape[-1])
 
     @property
+    @abstractmethod
     def value_dim(self) -> int:
-        raise NotImplementedError
+        """Width ``C`` of the pooled values."""
 
     # ------------------------------------------------------------------ hashing
     def hash_config(self) -> dict[str, Any]:
