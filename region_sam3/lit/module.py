@@ -8,7 +8,6 @@ the frozen teacher is rebuilt from its own config instead of being stored.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -273,6 +272,16 @@ class RegionSam3Module(L.LightningModule):
         image_ids = batch.image_ids.tolist()
         orig_sizes = batch.orig_sizes.tolist()
         target_query = batch.target_query_index
+        # query -> {query slot: index of its GT among that query's targets}
+        gt_index = None
+        if "indices" in out:
+            batch_idx, query_idx, target_idx = out["indices"][:3]
+            if target_idx is None:
+                target_idx = torch.arange(batch_idx.numel(), device=batch_idx.device)
+            first_target = torch.zeros(batch.num_queries + 1, dtype=torch.long, device=target_query.device)
+            first_target[1:] = torch.bincount(target_query, minlength=batch.num_queries).cumsum(0)
+            gt_index = torch.full(scores.shape, -1, dtype=torch.long, device=scores.device)
+            gt_index[batch_idx, query_idx] = (target_idx - first_target[batch_idx]).to(scores.device)
         for q in range(batch.num_queries):
             img = int(batch.query_image_index[q])
             rows = (target_query == q).nonzero(as_tuple=True)[0]
@@ -287,16 +296,24 @@ class RegionSam3Module(L.LightningModule):
             for t, masks in mask_sources.items():
                 logits = F.interpolate(masks[q, sel][None].float(), size=size, mode="bilinear",
                                        align_corners=False)[0]
+                final_iter = t is None
                 preds[t].append(QueryPrediction(
                     masks=logits.cpu(), scores=top_scores[q].float().cpu(),
-                    region_embeds=None if region is None or t is not None
-                    else F.normalize(region[q, sel].float(), dim=-1).cpu(),
+                    region_embeds=F.normalize(region[q, sel].float(), dim=-1).cpu()
+                    if region is not None and final_iter else None,
+                    gt_index=gt_index[q, sel].cpu() if gt_index is not None and final_iter
+                    else None,
                 ))
         final = preds.pop(None)
         return final, preds, targets
 
     def _eval_step(self, stage: str, batch: FindQueryBatch) -> None:
-        out = self(batch)
+        sam3_batch = to_sam3_batch(batch, self.device)
+        out = final_output(self.net(sam3_batch))
+        if self.teacher is not None:
+            # Distillation metrics compare each GT region with the query SAM3's own matcher
+            # assigns to it (box + class costs), so they do not depend on mask quality.
+            out["indices"] = self.net.matcher(out, self.net.back_convert(sam3_batch.find_targets[0]))
         final, per_iter, targets = self._predictions(batch, out)
         self.evaluators[stage].process(final, targets)
         if per_iter:
@@ -307,8 +324,9 @@ class RegionSam3Module(L.LightningModule):
 
     def _eval_epoch_end(self, stage: str) -> dict[str, float]:
         metrics = self.evaluators[stage].evaluate()
-        clean = {f"{stage}/{k}": float(v) for k, v in metrics.items()
-                 if v is not None and not math.isnan(float(v))}
+        # NaN (e.g. no region to score yet) is logged as NaN: checkpoint monitors treat it as
+        # "not better" instead of failing on a missing key.
+        clean = {f"{stage}/{k}": float(v) for k, v in metrics.items() if v is not None}
         self.log_dict(clean, sync_dist=False)  # already gathered across ranks by the evaluators
         return clean
 
