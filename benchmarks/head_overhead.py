@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -30,28 +29,11 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from region_sam3.models.region_head import RegionHead
 from region_sam3.models.region_seg_head import build_region_seg_head
+from region_sam3.utils.timing import synchronize as _sync
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timeit(fn: Callable[[], object], device: torch.device, repeats: int, warmup: int = 1) -> float:
-    """Median wall time of ``fn`` in milliseconds."""
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        ts.append((time.perf_counter() - t0) * 1e3)
-    ts.sort()
-    return ts[len(ts) // 2]
 
 
 def n_params(m: nn.Module) -> int:

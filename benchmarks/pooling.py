@@ -15,32 +15,11 @@ fp32 on CPU; additionally bf16 inputs (fp32 accumulation) when CUDA is available
 from __future__ import annotations
 
 import argparse
-import time
-from collections.abc import Callable
 
 import torch
 
 from region_sam3.models.pooling import mask_pool
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timeit(fn: Callable[[], object], device: torch.device, repeats: int, warmup: int = 1) -> float:
-    """Median wall time of ``fn`` in milliseconds."""
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append((time.perf_counter() - t0) * 1e3)
-    times.sort()
-    return times[len(times) // 2]
+from region_sam3.utils.timing import timeit
 
 
 def measure_peaks(device: torch.device, dtype: torch.dtype, repeats: int) -> tuple[float, float]:
