@@ -146,3 +146,17 @@ class StopAfterEpochs:
 
         return _Stop()
 
+
+
+def build_module_and_batch(cfg):
+    """Instantiate the LightningModule and the first training batch of a composed config."""
+    import hydra
+    from omegaconf import OmegaConf
+
+    OmegaConf.resolve(cfg)
+    torch.manual_seed(0)
+    module = hydra.utils.instantiate(cfg.model)
+    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    return module, next(iter(datamodule.train_dataloader()))

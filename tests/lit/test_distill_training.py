@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hydra
 import torch
-from helpers import compose_task
+from helpers import build_module_and_batch, compose_task
 from omegaconf import OmegaConf
 
 from region_sam3.tasks import train_task
@@ -52,13 +52,7 @@ def _cache_run(tmp_path, data_dir, cache_dir, extra=()):
         "trainer.limit_train_batches=2", "trainer.max_epochs=2", "test=false",
         "trainer.limit_val_batches=0", "callbacks.model_checkpoint.monitor=null",
         "trainer.log_every_n_steps=1", *extra])
-    OmegaConf.resolve(cfg)
-    module = hydra.utils.instantiate(cfg.model)
-    datamodule = hydra.utils.instantiate(cfg.data)
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-    batch = next(iter(datamodule.train_dataloader()))
-    return module, batch
+    return build_module_and_batch(cfg)
 
 
 def test_teacher_cache_hits_and_invalidation(tmp_path, synthetic_data_dir):

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import hydra
 import lightning as L
 import pytest
 import torch
-from helpers import compose_task
-from omegaconf import OmegaConf
+from helpers import build_module_and_batch, compose_task
 
 from region_sam3.lit.module import NonFiniteLossError
 
@@ -15,14 +13,7 @@ from region_sam3.lit.module import NonFiniteLossError
 def _module_and_batch(tmp_path, data_dir, overrides=()):
     cfg = compose_task("train", tmp_path, data_dir,
                        ["model/sam3=tiny", "data.augmentation=null", *overrides])
-    OmegaConf.resolve(cfg)
-    torch.manual_seed(0)
-    module = hydra.utils.instantiate(cfg.model)
-    datamodule = hydra.utils.instantiate(cfg.data)
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-    batch = next(iter(datamodule.train_dataloader()))
-    return module, batch
+    return build_module_and_batch(cfg)
 
 
 def test_overfit_one_batch_halves_the_loss(tmp_path, synthetic_data_dir):

@@ -4,10 +4,8 @@ the T=2 head's final-iteration mask loss is below the T=0 head's (which, with SA
 
 from __future__ import annotations
 
-import hydra
 import torch
-from helpers import compose_task
-from omegaconf import OmegaConf
+from helpers import build_module_and_batch, compose_task
 
 
 def _final_dice(tmp_path, data_dir, num_iters: int, steps: int = 25) -> float:
@@ -15,13 +13,7 @@ def _final_dice(tmp_path, data_dir, num_iters: int, steps: int = 25) -> float:
         "experiment=region_head", "model/sam3=tiny", "model.sam3.checkpoint=null",
         "model.sam3.strict=false", f"model.region_head.num_iters={num_iters}",
         "data.augmentation=null"])
-    OmegaConf.resolve(cfg)
-    torch.manual_seed(0)
-    module = hydra.utils.instantiate(cfg.model)
-    datamodule = hydra.utils.instantiate(cfg.data)
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-    batch = next(iter(datamodule.train_dataloader()))
+    module, batch = build_module_and_batch(cfg)
     module.train()
     params = [p for p in module.parameters() if p.requires_grad]
     if num_iters > 0:
