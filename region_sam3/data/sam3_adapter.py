@@ -38,6 +38,16 @@ def _packed_to_padded(
     return padded
 
 
+def semantic_masks(batch: FindQueryBatch) -> torch.Tensor:
+    """Per query, the union of its instance masks: [B,H,W] bool (all False for negatives)."""
+    height, width = batch.images.shape[-2:]
+    if batch.num_queries == 0:
+        return torch.zeros(0, height, width, dtype=torch.bool, device=batch.images.device)
+    # Targets are packed query by query, so a split by `num_targets` groups them per query.
+    per_query = torch.split(batch.masks, batch.num_targets.tolist())
+    return torch.stack([masks.any(dim=0) for masks in per_query])
+
+
 def to_sam3_batch(batch: FindQueryBatch, device: torch.device | str) -> BatchedDatapoint:
     """Build the `BatchedDatapoint` that `Sam3Image.forward` reads, in train and eval mode.
 
@@ -46,7 +56,8 @@ def to_sam3_batch(batch: FindQueryBatch, device: torch.device | str) -> BatchedD
       input_boxes [0,B,4], input_boxes_mask [B,0], input_boxes_label [0,B];
       input_points [B,0,257], input_points_mask [B,0];
       find_targets[0].boxes [T,4] cxcywh in [0,1], boxes_padded [B,max_n,4], num_boxes [B],
-      segments [T,H,W] bool, is_valid_segment [T], object_ids [T], object_ids_padded [B,max_n].
+      segments [T,H,W] bool, semantic_segments [B,H,W] bool (union per query),
+      is_valid_segment [T], object_ids [T], object_ids_padded [B,max_n].
     """
     batch = batch.to(device, non_blocking=True)
     num_queries = batch.num_queries
@@ -83,7 +94,7 @@ def to_sam3_batch(batch: FindQueryBatch, device: torch.device | str) -> BatchedD
         # Only filled for hybrid one-to-many matching with repeats > 0 upstream.
         repeated_boxes=torch.zeros(0, device=device),
         segments=batch.masks,
-        semantic_segments=torch.zeros(0, dtype=torch.bool, device=device),
+        semantic_segments=semantic_masks(batch),
         is_valid_segment=torch.ones(boxes.shape[0], dtype=torch.bool, device=device),
         is_exhaustive=batch.is_exhaustive,
         object_ids=object_ids,

@@ -7,6 +7,10 @@ Two things are added:
 
 * `PointSampledMasks` applies the mask loss to every refinement iterate `pred_masks_iter{t}`
   of the region head (deep supervision), weighted per iteration.
+* SAM3's semantic-segmentation head is supervised with `sam3`'s own `SemanticSegCriterion`
+  (per query: the union of its instance masks, all-zero for negatives) when its weights are
+  non-zero. It is a dense, matching-free signal; training a SAM3 from scratch needs it to break
+  the early DETR symmetry in which every query predicts the same empty mask.
 * `sam3`'s focal loss defaults to a triton kernel that needs CUDA; `_focal_loss_backend` picks
   the plain PyTorch path whenever the tensors are not on a GPU.
 """
@@ -20,7 +24,13 @@ from collections.abc import Iterator, Mapping, Sequence
 
 import torch
 from sam3.train.loss import loss_fns
-from sam3.train.loss.loss_fns import CORE_LOSS_KEY, Boxes, IABCEMdetr, Masks
+from sam3.train.loss.loss_fns import (
+    CORE_LOSS_KEY,
+    Boxes,
+    IABCEMdetr,
+    Masks,
+    SemanticSegCriterion,
+)
 from sam3.train.loss.sam3_loss import Sam3LossWrapper
 from sam3.train.matcher import BinaryOneToManyMatcher
 
@@ -108,7 +118,8 @@ class Sam3Criterion(torch.nn.Module):
     """SAM3's loss on a `Sam3Image` output, returning named terms and the weighted total.
 
     Default weights follow SAM3's recipe (DESIGN §6): class 20, presence 20, L1 5, GIoU 2,
-    mask focal 200, dice 10.
+    mask focal 200, dice 10. `semantic_seg` / `semantic_dice` weight the semantic head's BCE
+    and dice (0 disables the term).
     """
 
     def __init__(
@@ -128,8 +139,19 @@ class Sam3Criterion(torch.nn.Module):
         o2m_weight: float = 2.0,
         o2m_topk: int = 4,
         normalization: str = "local",
+        semantic_seg: float = 0.0,
+        semantic_dice: float = 0.0,
     ) -> None:
         super().__init__()
+        semantic = None
+        if semantic_seg or semantic_dice:
+            semantic = SemanticSegCriterion(
+                weight_dict={"loss_semantic_seg": semantic_seg,
+                             "loss_semantic_dice": semantic_dice},
+                focal=False,
+                downsample=True,
+                presence_head=False,
+            )
         self.wrapper = Sam3LossWrapper(
             loss_fns_find=[
                 IABCEMdetr(
@@ -154,6 +176,7 @@ class Sam3Criterion(torch.nn.Module):
             matcher=build_matcher(),
             o2m_matcher=BinaryOneToManyMatcher(alpha=0.3, threshold=0.4, topk=o2m_topk),
             o2m_weight=o2m_weight,
+            loss_fn_semantic_seg=semantic,
         )
 
     def forward(self, find_stages, find_targets: Sequence[Mapping]) -> dict[str, torch.Tensor]:

@@ -16,6 +16,20 @@ def test_all_negative_batch_gives_empty_targets(coco_files):
     target = to_sam3_batch(batch, "cpu").find_targets[0]
     assert target.boxes.shape == (0, 4) and target.boxes_padded.shape == (2, 0, 4)
     assert target.object_ids_padded.shape == (2, 0) and target.num_boxes.tolist() == [0, 0]
+    assert target.semantic_segments.shape == (2, 40, 50) and not target.semantic_segments.any()
+
+
+def test_semantic_segments_are_the_union_of_each_querys_instances(coco_files):
+    image_dir, ann_file, _ = coco_files
+    dataset = FindQueryDataset(image_dir, ann_file, all_categories=True)
+    batch = collate_find_queries([dataset[0], dataset[1]])
+    semantic = to_sam3_batch(batch, "cpu").find_targets[0].semantic_segments
+    assert semantic.shape == (batch.num_queries, *batch.images.shape[-2:])
+    for query in range(batch.num_queries):
+        rows = batch.masks[batch.target_query_index == query]
+        expected = rows.any(dim=0) if len(rows) else torch.zeros_like(semantic[query])
+        assert torch.equal(semantic[query], expected), f"query {query} ({batch.prompts[query]})"
+    assert semantic[batch.num_targets > 1].any()  # a query with several instances is covered
 
 
 def test_mixed_batch_text_dedup_and_image_index(coco_files):
