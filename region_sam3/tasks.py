@@ -139,6 +139,7 @@ def eval_task(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     trainer.test(model=model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False)
     metrics = _float_metrics(trainer.callback_metrics)
     split = cfg.data.get("test_split", "test")
+    split = split if isinstance(split, str) else "+".join(split)
     out = cfg.get("metrics_file") or ckpt_path.parent.parent / f"eval_{split}_metrics.json"
     if trainer.is_global_zero:
         _write_json(Path(out), {"checkpoint": str(ckpt_path), "split": split, "metrics": metrics})

@@ -8,7 +8,7 @@ Distributed sampling is left to Lightning (it swaps in a DistributedSampler).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,13 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _split_list(test_split: str | Sequence[str]) -> list[str]:
+    splits = [test_split] if isinstance(test_split, str) else list(test_split)
+    if not splits or len(set(splits)) != len(splits):
+        raise ValueError(f"data.test_split={splits!r}: give one split or a list of distinct splits")
+    return splits
+
+
 class FindQueryDataModule(L.LightningDataModule):
     """Train/val/test find-query loaders over COCO-format splits.
 
@@ -44,7 +51,8 @@ class FindQueryDataModule(L.LightningDataModule):
             names provided by `synthetic`.
         synthetic: generator config (see `SyntheticConfig`) plus `root`; when set, its splits
             are generated on first use into `<root>/<config-hash>/` and read like COCO.
-        train_split / val_split / test_split: split names (e.g. `test_split=crowded`).
+        train_split / val_split / test_split: split names (e.g. `test_split=crowded`);
+            `test_split` may be a list (`[val,small,crowded]`): one test loader per split.
         resolution: model input side; keep_aspect_ratio pads bottom/right instead of squashing.
         augmentation: `AugmentationConfig` fields for training (None disables).
         batch_size: images per batch (see module docstring); eval_batch_size defaults to it.
@@ -59,7 +67,7 @@ class FindQueryDataModule(L.LightningDataModule):
         synthetic: Mapping[str, Any] | None = None,
         train_split: str = "train",
         val_split: str = "val",
-        test_split: str = "val",
+        test_split: str | Sequence[str] = "val",
         resolution: int = 224,
         keep_aspect_ratio: bool = False,
         augmentation: Mapping[str, Any] | None = None,
@@ -85,6 +93,14 @@ class FindQueryDataModule(L.LightningDataModule):
         # One generator for the whole run (not one per loader) so epochs get different orders
         # and its state can be checkpointed.
         self._train_generator = torch.Generator().manual_seed(seed)
+        self.test_splits = _split_list(test_split)
+
+    @property
+    def test_roles(self) -> list[str]:
+        """Dataset roles of the test splits: `test` for one split, `test/<split>` for several."""
+        if len(self.test_splits) == 1:
+            return ["test"]
+        return [f"test/{split}" for split in self.test_splits]
 
     # -- paths --------------------------------------------------------------------------------
     def _synthetic_config(self) -> tuple[Path, SyntheticConfig]:
@@ -114,7 +130,7 @@ class FindQueryDataModule(L.LightningDataModule):
         """Rank 0 generates synthetic splits; other ranks' `setup` then find them cached."""
         hp = self.hparams
         if self.synthetic is not None:
-            for split in {hp.train_split, hp.val_split, hp.test_split}:
+            for split in dict.fromkeys([hp.train_split, hp.val_split, *self.test_splits]):
                 self.split_paths(split)
 
     def _build(self, split: str, train: bool) -> FindQueryDataset:
@@ -144,11 +160,12 @@ class FindQueryDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         hp = self.hparams
+        tests = [(role, split, False) for role, split in zip(self.test_roles, self.test_splits)]
         wanted = {
             "fit": [("train", hp.train_split, True), ("val", hp.val_split, False)],
             "validate": [("val", hp.val_split, False)],
-            "test": [("test", hp.test_split, False)],
-            "predict": [("test", hp.test_split, False)],
+            "test": tests,
+            "predict": tests[:1],
         }
         roles = wanted.get(stage, []) if stage else [r for v in wanted.values() for r in v]
         for role, split, train in roles:
@@ -158,7 +175,7 @@ class FindQueryDataModule(L.LightningDataModule):
     # -- loaders --------------------------------------------------------------------------------
     def _loader(self, role: str, shuffle: bool) -> DataLoader:
         if role not in self.datasets:
-            self.setup({"train": "fit", "val": "validate", "test": "test"}[role])
+            self.setup({"train": "fit", "val": "validate"}.get(role, "test"))
         hp = self.hparams
         pin = torch.cuda.is_available() if hp.pin_memory is None else hp.pin_memory
         batch_size = hp.batch_size if role == "train" else (hp.eval_batch_size or hp.batch_size)
@@ -188,11 +205,12 @@ class FindQueryDataModule(L.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", shuffle=False)
 
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+    def test_dataloader(self) -> DataLoader | list[DataLoader]:
+        loaders = [self._loader(role, shuffle=False) for role in self.test_roles]
+        return loaders[0] if len(loaders) == 1 else loaders
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self._loader(self.test_roles[0], shuffle=False)
 
     def transfer_batch_to_device(
         self, batch: FindQueryBatch, device: torch.device, dataloader_idx: int

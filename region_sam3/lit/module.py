@@ -339,14 +339,23 @@ class RegionSam3Module(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         self.last_val_metrics = self._eval_epoch_end("val")
 
-    def on_test_epoch_start(self) -> None:
-        self._eval_epoch_start("test")
+    def _test_stages(self) -> list[str]:
+        """Metric prefixes of the test loaders: `test`, or `test/<split>` for several splits."""
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
+        return list(getattr(datamodule, "test_roles", None) or ["test"])
 
-    def test_step(self, batch: FindQueryBatch, batch_idx: int) -> None:
-        self._eval_step("test", batch)
+    def on_test_epoch_start(self) -> None:
+        for stage in self._test_stages():
+            self._eval_epoch_start(stage)
+
+    def test_step(self, batch: FindQueryBatch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step(self._test_stages()[dataloader_idx], batch)
 
     def on_test_epoch_end(self) -> None:
-        self.last_test_metrics = self._eval_epoch_end("test")
+        metrics: dict[str, float] = {}
+        for stage in self._test_stages():
+            metrics.update(self._eval_epoch_end(stage))
+        self.last_test_metrics = metrics
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self):

@@ -66,6 +66,19 @@ def test_test_split_selectable_and_unknown_split_named(tmp_path):
         _datamodule(tmp_path, test_split="nope").setup("test")
 
 
+def test_several_test_splits_give_one_loader_each(tmp_path):
+    datamodule = _datamodule(tmp_path, test_split=["val", "crowded"], eval_batch_size=1)
+    datamodule.prepare_data()
+    assert datamodule.test_roles == ["test/val", "test/crowded"]
+    loaders = datamodule.test_dataloader()
+    assert [next(iter(loader)).file_names[0].split("_")[0] for loader in loaders] == [
+        "val", "crowded"]
+    # predict uses the first split only
+    assert next(iter(datamodule.predict_dataloader())).file_names[0].startswith("val_")
+    with pytest.raises(ValueError, match="distinct splits"):
+        _datamodule(tmp_path, test_split=["val", "val"])
+
+
 def test_workers_and_pin_memory_settings(tmp_path):
     datamodule = _datamodule(tmp_path, num_workers=2)
     datamodule.setup("validate")

@@ -57,6 +57,20 @@ def test_eval_writes_metrics_json(short_run, synthetic_data_dir, tmp_path, debug
     assert written["metrics"]["test/mask/AP"] == pytest.approx(metrics["test/mask/AP"])
 
 
+def test_eval_on_several_splits_prefixes_metrics_by_split(short_run, synthetic_data_dir, tmp_path):
+    out, _ = short_run
+    overrides = [f"ckpt_path={out / 'checkpoints' / 'last.ckpt'}", "data.test_split=[val,crowded]",
+                 "+trainer.limit_test_batches=1", "model.evaluation.boundary=false"]
+    cfg = compose_task("eval", tmp_path, synthetic_data_dir, overrides)
+    metrics, _ = eval_task(cfg)
+    written = json.loads((out / "eval_val+crowded_metrics.json").read_text())
+    for split in ("val", "crowded"):
+        assert f"test/{split}/mask/AP50" in written["metrics"], sorted(written["metrics"])
+    assert not any("dataloader_idx" in key for key in metrics)
+    # different images -> the two splits' metrics are computed separately
+    assert written["metrics"]["test/val/miou/num_gt"] != written["metrics"]["test/crowded/miou/num_gt"]
+
+
 def test_missing_resume_checkpoint_fails_before_data_is_touched(tmp_path):
     data_dir = tmp_path / "data"
     cfg = compose_task("train", tmp_path, data_dir, [*TINY, f"ckpt_path={tmp_path}/nope.ckpt"])
