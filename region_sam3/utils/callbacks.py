@@ -34,7 +34,9 @@ class MetricsPlotCallback(L.Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history = list(state_dict.get("history", []))
 
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    # `on_validation_end`, not `on_validation_epoch_end`: callbacks' epoch-end hooks run before
+    # the LightningModule's, i.e. before this epoch's validation metrics are logged.
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
         row = {"epoch": float(trainer.current_epoch), "step": float(trainer.global_step)}
