@@ -48,6 +48,7 @@ def main() -> None:
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("--run-dir", type=Path, help="the training run (metrics.json, csv/, ...)")
     parser.add_argument("--command", default="python train.py experiment=pretrain_tiny")
+    parser.add_argument("--note", default="", help="free text stored in the record")
     args = parser.parse_args()
     path = export_tiny_base(args.checkpoint)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
@@ -62,6 +63,7 @@ def main() -> None:
         "training_run_metrics": {k: v for k, v in run_metrics.items()
                                  if k.startswith(("val/mask", "test/mask", "val/miou", "test/miou"))},
         "weights_file": WEIGHTS.name,
+        **({"note": args.note} if args.note else {}),
         "training_curve": training_curve(args.run_dir) if args.run_dir else [],
     })
     print(f"wrote {RECORD}")
