@@ -81,7 +81,15 @@ def train_task(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
     metrics: dict[str, float] = {}
-    if cfg.get("train", True):
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    fit = cfg.get("train", True)
+    if fit and trainable == 0:
+        # e.g. a sweep point with the region head at num_iters=0 on a frozen base: that point is
+        # the base itself, so it is evaluated rather than failing the sweep.
+        log.warning("No trainable parameters (see model.sam3.freeze): skipping fit, testing the "
+                    "loaded weights")
+        fit = False
+    if fit:
         # Our checkpoints carry configs and RNG states (not tensors only): load them fully.
         # Only resume from checkpoints you trust.
         trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False)

@@ -73,6 +73,19 @@ def test_eval_on_several_splits_prefixes_metrics_by_split(short_run, synthetic_d
     assert written["metrics"]["test/val/miou/num_gt"] != written["metrics"]["test/crowded/miou/num_gt"]
 
 
+def test_nothing_trainable_skips_fit_and_tests_every_split(tmp_path, synthetic_data_dir):
+    """A sweep point with num_iters=0 on the frozen base is evaluated, not failed."""
+    overrides = [*TINY, "experiment=region_head", "model.region_head.num_iters=0",
+                 "model.evaluation.boundary=false", "+trainer.limit_test_batches=1"]
+    cfg = compose_task("train", tmp_path, synthetic_data_dir, overrides)
+    metrics, objects = train_task(cfg)
+    assert objects["trainer"].global_step == 0
+    assert not (tmp_path / "checkpoints").exists()
+    for split in ("val", "small", "crowded"):
+        assert f"test/{split}/mask/AP50" in metrics, sorted(metrics)
+    assert json.loads((tmp_path / "metrics.json").read_text()).keys() == metrics.keys()
+
+
 def test_missing_resume_checkpoint_fails_before_data_is_touched(tmp_path):
     data_dir = tmp_path / "data"
     cfg = compose_task("train", tmp_path, data_dir, [*TINY, f"ckpt_path={tmp_path}/nope.ckpt"])
