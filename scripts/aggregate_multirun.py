@@ -121,21 +121,28 @@ def _fmt(m: float, s: float, digits: int, scale: float) -> str:
 def build_tables(
     groups: Sequence[Group], metrics: Sequence[str], digits: int = 2, scale: float = 1.0
 ) -> tuple[str, list[dict[str, Any]]]:
-    """(markdown, csv rows). Override columns are the keys that vary (or exist) in any group."""
+    """(markdown, csv rows). The CSV has every override key; the markdown shows the keys that
+    vary between groups as columns and lists the shared ones under the table."""
     keys = sorted({k for g in groups for k in g.overrides})
-    header = [*keys, "n", *metrics]
+    varying = [k for k in keys if len({g.overrides.get(k, "") for g in groups}) > 1]
+    shown = varying if len(groups) > 1 and varying else keys
+    header = [*shown, "n", *metrics]
     md = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     rows: list[dict[str, Any]] = []
     for g in groups:
         row: dict[str, Any] = {k: g.overrides.get(k, "") for k in keys}
         row["n"] = len(g.jobs)
-        cells = [str(row[k]) for k in keys] + [str(len(g.jobs))]
+        cells = [str(row[k]) for k in shown] + [str(len(g.jobs))]
         for m in metrics:
             mu, sd, _ = g.stats(m)
             row[f"{m}_mean"], row[f"{m}_std"] = mu, sd
             cells.append(_fmt(mu, sd, digits, scale))
         md.append("| " + " | ".join(cells) + " |")
         rows.append(row)
+    shared = [f"{k}={groups[0].overrides[k]}" for k in keys
+              if k not in shown and all(k in g.overrides for g in groups)]
+    if shared:
+        md += ["", "Shared overrides: " + " ".join(f"`{item}`" for item in shared)]
     return "\n".join(md) + "\n", rows
 
 

@@ -103,3 +103,16 @@ def test_nan_values_are_skipped_in_stats(tmp_path: Path):
     md = md_path.read_text()
     assert "| 1e-4 | 2 | 2.00 ± 1.41 | 2.00 |" in md
     assert math.isnan(agg.Group({}, []).stats("a")[0])
+
+
+def test_shared_overrides_leave_the_markdown_columns_but_stay_in_the_csv(tmp_path: Path):
+    root = tmp_path / "multirun"
+    for num, (iters, seed) in enumerate([("0", "1"), ("0", "2"), ("1", "1"), ("1", "2")]):
+        make_job(root, num, [f"model.iters={iters}", f"seed={seed}", "trainer.max_epochs=1"],
+                 {"mask/AP": 0.1 * (num + 1)})
+    md_path, csv_path = agg.aggregate(root, tmp_path / "t", metrics_file="test_metrics.json")
+    lines = md_path.read_text().splitlines()
+    assert lines[0] == "| model.iters | n | mask/AP |"
+    assert lines[-1] == "Shared overrides: `trainer.max_epochs=1`"
+    rows = list(csv.DictReader(csv_path.open()))
+    assert [r["trainer.max_epochs"] for r in rows] == ["1", "1"]
