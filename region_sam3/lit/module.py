@@ -22,6 +22,13 @@ from region_sam3.data.batch import FindQueryBatch
 from region_sam3.data.sam3_adapter import to_sam3_batch
 from region_sam3.eval import DistillationEvaluator, EvaluatorList, build_default_evaluators
 from region_sam3.eval.types import QueryPrediction, QueryTarget
+from region_sam3.lit.nonfinite import (
+    NonFiniteCheck,
+    NonFiniteLossError,
+    check_losses,
+    drop_gradients,
+    zero_loss_for_skipped_step,
+)
 from region_sam3.lit.optim import build_optimizer, lr_lambda
 
 log = logging.getLogger(__name__)
@@ -38,10 +45,6 @@ def final_output(sam3_output) -> dict[str, Any]:
     return stage[-1] if isinstance(stage, list) else stage
 
 
-class NonFiniteLossError(FloatingPointError):
-    """A loss term became NaN/Inf (raised when `model.on_nonfinite_loss=stop`)."""
-
-
 class RegionSam3Module(L.LightningModule):
     """Trains SAM3's heads (and the region head) on find queries.
 
@@ -56,7 +59,8 @@ class RegionSam3Module(L.LightningModule):
         teacher_masks: `gt` (default) or `student` (detached matched predictions).
         teacher_cache_dir: cache teacher embeddings of GT masks on disk (only valid when the
             training views are augmentation-free: the key is image and annotation ids).
-        on_nonfinite_loss: `stop` raises with the step and the term; `skip` drops the step.
+        on_nonfinite_loss: `stop` raises with the step and the term; `skip` drops the step
+            (no optimizer update). Decided collectively under DDP (`lit/nonfinite.py`).
     """
 
     def __init__(
@@ -99,6 +103,8 @@ class RegionSam3Module(L.LightningModule):
         self.evaluators: dict[str, EvaluatorList] = {}
         self._text_embeds: torch.Tensor | None = None
         self._category_ids: list[int] = []
+        self._skip_optimizer_step = False
+        self._nonfinite_skips = 0
 
     # ------------------------------------------------------------------ setup helpers
     def _build_region_head(self, region_head: Mapping[str, Any] | None):
@@ -223,25 +229,39 @@ class RegionSam3Module(L.LightningModule):
             losses.update({k: v for k, v in distill.items()})
         return losses
 
-    def _nonfinite_terms(self, losses: Mapping[str, torch.Tensor]) -> list[str]:
-        # One sync per step on the stacked terms, not one per term.
-        names = [k for k, v in losses.items() if torch.is_tensor(v) and v.numel() == 1]
-        finite = torch.isfinite(torch.stack([losses[k].detach().float().reshape(()) for k in names]))
-        if bool(finite.all()):
-            return []
-        return [n for n, ok in zip(names, finite.tolist()) if not ok]
+    def _gather_rank_flags(self, flag: torch.Tensor) -> torch.Tensor:
+        """`[1] -> [world, 1]`; collective under DDP (every rank calls it every step)."""
+        if self._trainer is None or self.trainer.world_size == 1:
+            return flag[None]
+        return self.all_gather(flag).reshape(self.trainer.world_size, -1)
 
-    def training_step(self, batch: FindQueryBatch, batch_idx: int) -> torch.Tensor | None:
-        losses = self._losses(batch)
-        bad = self._nonfinite_terms(losses)
-        if bad:
-            message = (f"non-finite loss at global step {self.global_step} (batch {batch_idx}): "
-                       f"terms {bad}")
-            if self.hparams.on_nonfinite_loss == "stop":
-                raise NonFiniteLossError(message)
+    def _nonfinite_step(self, check: NonFiniteCheck, batch_idx: int) -> torch.Tensor:
+        """Every rank runs this at the same step (see `lit/nonfinite.py`)."""
+        message = check.describe(self.global_step, batch_idx, self.global_rank)
+        if self.hparams.on_nonfinite_loss == "stop":
+            raise NonFiniteLossError(message)
+        if check.local_terms or self.global_rank == 0:
             log.warning("%s; skipping this step (model.on_nonfinite_loss=skip)", message)
-            self.log("train/skipped_nonfinite", 1.0, on_step=True, reduce_fx="sum")
-            return None
+        self._nonfinite_skips += 1
+        self.log("train/nonfinite_skips", float(self._nonfinite_skips), on_step=True,
+                 on_epoch=False, reduce_fx="max")
+        # Backward still runs (DDP all-reduces in lockstep); `on_before_optimizer_step` then
+        # drops the gradients so AdamW neither moves nor decays the weights. The LR schedule
+        # still advances (it follows global_step). Under gradient accumulation the whole
+        # accumulated step is dropped.
+        self._skip_optimizer_step = True
+        return zero_loss_for_skipped_step(self)
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        if self._skip_optimizer_step:
+            drop_gradients(optimizer)
+            self._skip_optimizer_step = False
+
+    def training_step(self, batch: FindQueryBatch, batch_idx: int) -> torch.Tensor:
+        losses = self._losses(batch)
+        check = check_losses(losses, self._gather_rank_flags)
+        if check.bad:
+            return self._nonfinite_step(check, batch_idx)
         bs = batch.num_queries
         self.log("train/loss", losses["total"], on_step=True, on_epoch=True, prog_bar=True,
                  batch_size=bs)
