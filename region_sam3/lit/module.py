@@ -8,6 +8,7 @@ the frozen teacher is rebuilt from its own config instead of being stored.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -32,6 +33,9 @@ from region_sam3.lit.nonfinite import (
 from region_sam3.lit.optim import build_optimizer, lr_lambda
 
 log = logging.getLogger(__name__)
+# Evaluation metrics are logged with sync_dist=False on purpose: the evaluators already gathered
+# every rank's records (identical values on all ranks). Lightning would warn once per key.
+warnings.filterwarnings("ignore", message=r".*when logging on epoch level in distributed")
 TEACHER_PREFIX = "teacher."
 
 
@@ -229,12 +233,6 @@ class RegionSam3Module(L.LightningModule):
             losses.update({k: v for k, v in distill.items()})
         return losses
 
-    def _gather_rank_flags(self, flag: torch.Tensor) -> torch.Tensor:
-        """`[1] -> [world, 1]`; collective under DDP (every rank calls it every step)."""
-        if self._trainer is None or self.trainer.world_size == 1:
-            return flag[None]
-        return self.all_gather(flag).reshape(self.trainer.world_size, -1)
-
     def _nonfinite_step(self, check: NonFiniteCheck, batch_idx: int) -> torch.Tensor:
         """Every rank runs this at the same step (see `lit/nonfinite.py`)."""
         message = check.describe(self.global_step, batch_idx, self.global_rank)
@@ -259,7 +257,7 @@ class RegionSam3Module(L.LightningModule):
 
     def training_step(self, batch: FindQueryBatch, batch_idx: int) -> torch.Tensor:
         losses = self._losses(batch)
-        check = check_losses(losses, self._gather_rank_flags)
+        check = check_losses(losses)
         if check.bad:
             return self._nonfinite_step(check, batch_idx)
         bs = batch.num_queries

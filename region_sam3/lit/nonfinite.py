@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 
@@ -49,22 +50,33 @@ class NonFiniteCheck:
         return f"non-finite loss at {where} on rank(s) {list(self.bad_ranks)}; {mine}"
 
 
+def gather_rank_flags(flag: torch.Tensor) -> torch.Tensor:
+    """`[1] -> [world, 1]`: every rank's flag; `[1, 1]` when not running distributed.
+
+    Collective under DDP: every rank must call it at every step. Plain `all_gather` (gloo and
+    NCCL), not Lightning's autograd-aware one: the flags need no gradient.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return flag[None]
+    flags = [torch.empty_like(flag) for _ in range(dist.get_world_size())]
+    dist.all_gather(flags, flag.contiguous())
+    return torch.stack(flags)
+
+
 def check_losses(
     losses: Mapping[str, torch.Tensor],
-    gather_flags: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    gather_flags: Callable[[torch.Tensor], torch.Tensor] = gather_rank_flags,
 ) -> NonFiniteCheck:
-    """Which ranks have a non-finite scalar loss term this step.
+    """Which ranks have a non-finite scalar loss term this step (collective under DDP).
 
     Args:
         losses: scalar loss terms (non-scalars and non-tensors are ignored).
-        gather_flags: `[1] -> [world, 1]` all-gather (e.g. `LightningModule.all_gather`);
-            None for a single process. Collective: every rank must call it every step.
+        gather_flags: `[1] -> [world, 1]` all-gather of one flag per rank.
     """
     names = [k for k, v in losses.items() if torch.is_tensor(v) and v.numel() == 1]
     finite = torch.isfinite(torch.stack([losses[k].detach().float().reshape(()) for k in names]))
     local_flag = (~finite).any().float().reshape(1)  # [1], stays on the device
-    flags = gather_flags(local_flag) if gather_flags is not None else local_flag
-    per_rank = flags.reshape(-1).tolist()  # the one host sync of the step
+    per_rank = gather_flags(local_flag).reshape(-1).tolist()  # the one host sync of the step
     bad_ranks = tuple(rank for rank, flag in enumerate(per_rank) if flag > 0)
     if not bad_ranks:
         return NonFiniteCheck((), ())

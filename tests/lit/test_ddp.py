@@ -1,0 +1,252 @@
+"""`trainer=ddp_sim`: train.py's task under DDP on 2 CPU ranks (gloo), as `trainer=ddp` runs.
+
+The ranks are forked from the test process with the environment a launcher gives them
+(LOCAL_RANK, NODE_RANK, MASTER_ADDR/PORT), so Lightning takes the same DDPStrategy path as
+`python train.py trainer=ddp_sim` (processes created externally, as under torchrun/SLURM)
+without re-importing torch and sam3 in every rank (spawn: ~15 s per rank on 2 cores). Each
+rank runs `train_task` (fit with validation, then test of the best checkpoint) and then
+`trainer.validate`, and writes what it saw to `rank<k>.json`.
+
+One run feeds most tests: on rank 1 only, the loss of global step 1 is made NaN under
+`model.on_nonfinite_loss=skip`. A second run does the same under `stop`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import time
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+import torch.multiprocessing as mp
+from helpers import compose_task
+from omegaconf import OmegaConf
+
+WORLD = 2
+NAN_RANK, NAN_STEP = 1, 1
+TRAIN_STEPS = 3
+RUN_TIMEOUT_S = 240  # a rank stuck in a collective would otherwise hang until gloo's timeout
+DDP_OVERRIDES = [
+    "trainer=ddp_sim",
+    "logger=csv",
+    "trainer.max_epochs=1",
+    f"trainer.limit_train_batches={TRAIN_STEPS}",
+    "trainer.log_every_n_steps=1",
+    # One image per batch: a single process and each rank run the identical per-image
+    # forwards, so their metrics can be compared exactly (batch composition changes float
+    # rounding in the convolutions).
+    "data.batch_size=1",
+    "data.test_split=small",
+]
+
+
+# ---------------------------------------------------------------------------- rank side
+class _Recorder(L.Callback):
+    """Per rank: image ids of every batch by stage, and whether a train step moved weights."""
+
+    def __init__(self, record: dict) -> None:
+        self.record = record
+        self._before: list[torch.Tensor] = []
+
+    def _seen(self, trainer: L.Trainer, loop: str, batch) -> None:
+        key = f"{trainer.state.fn.value}/{loop}"
+        self.record["seen"].setdefault(key, []).extend(batch.image_ids.tolist())
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self._seen(trainer, "train", batch)
+        self._before = [p.detach().clone() for p in pl_module.parameters() if p.requires_grad]
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        after = [p.detach() for p in pl_module.parameters() if p.requires_grad]
+        moved = any(not torch.equal(a, b) for a, b in zip(self._before, after))
+        self.record["weights_moved"].append(moved)
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        self._seen(trainer, "val", batch)
+
+    def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        self._seen(trainer, "test", batch)
+
+
+def _inject_nan_at(step: int) -> None:
+    """Make this process's loss NaN at `global_step == step` (the term `loss_dice`)."""
+    from region_sam3.lit.module import RegionSam3Module
+
+    original = RegionSam3Module._losses
+
+    def corrupted(self, batch):
+        losses = original(self, batch)
+        if self.training and self.global_step == step:
+            losses["loss_dice"] = losses["loss_dice"] * float("nan")
+            losses["total"] = losses["total"] + losses["loss_dice"]
+        return losses
+
+    RegionSam3Module._losses = corrupted  # forked child: the test process is unaffected
+
+
+def _floats(metrics) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items()}
+
+
+def _rank_main(rank: int, port: int, cfgs: list, out_dir: str) -> None:
+    import region_sam3.tasks as tasks
+
+    cfg = cfgs[rank]
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), LOCAL_RANK=str(rank),
+                      NODE_RANK="0")
+    torch.set_num_threads(1)
+    record: dict = {"rank": rank, "seen": {}, "weights_moved": []}
+    if rank == NAN_RANK:
+        _inject_nan_at(NAN_STEP)
+    recorder = _Recorder(record)
+    build_callbacks = tasks.instantiate_callbacks
+    tasks.instantiate_callbacks = lambda c: [*build_callbacks(c), recorder]
+    try:
+        metrics, objects = tasks.train_task(cfg)
+        trainer, model = objects["trainer"], objects["model"]
+        record.update(fit_test=metrics, global_step=trainer.global_step,
+                      best=trainer.checkpoint_callback.best_model_path)
+        optimizer = trainer.optimizers[0]
+        record["adam_steps"] = sorted({int(s["step"]) for s in optimizer.state.values()})
+        trainer.validate(model, datamodule=objects["datamodule"], ckpt_path=record["best"],
+                         weights_only=False)
+        record["validate"] = _floats(trainer.callback_metrics)
+    except Exception as exc:  # recorded for the test; the other rank must fail alike
+        record["error"] = f"{type(exc).__name__}: {exc}"
+    Path(out_dir, f"rank{rank}.json").write_text(json.dumps(record))
+
+
+# ---------------------------------------------------------------------------- test side
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_ddp(tmp: Path, data_dir: Path, overrides: list[str]) -> list[dict]:
+    """Fork 2 ranks running `train_task`; fail (not hang) if they are not done in time."""
+    cfgs = []
+    for rank in range(WORLD):
+        # Rank 1 gets its own output dir: anything it writes there (instead of leaving the
+        # writing to rank 0) shows up. Lightning broadcasts rank 0's checkpoint dir anyway.
+        cfg = compose_task("train", tmp / f"out{rank}", data_dir, [*DDP_OVERRIDES, *overrides])
+        OmegaConf.resolve(cfg)
+        cfgs.append(cfg)
+    port = _free_port()
+    context = mp.start_processes(_rank_main, args=(port, cfgs, str(tmp)), nprocs=WORLD,
+                                 join=False, start_method="fork")
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while not context.join(timeout=5):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail(f"DDP ranks still running after {RUN_TIMEOUT_S} s (hang in a collective?)")
+    return [json.loads((tmp / f"rank{r}.json").read_text()) for r in range(WORLD)]
+
+
+def _same(a: float, b: float) -> bool:
+    return (math.isnan(a) and math.isnan(b)) or a == pytest.approx(b, rel=1e-6, abs=1e-7)
+
+
+@pytest.fixture(scope="module")
+def skip_run(tmp_path_factory, synthetic_data_dir):
+    tmp = tmp_path_factory.mktemp("ddp_skip")
+    return tmp, run_ddp(tmp, synthetic_data_dir, ["model.on_nonfinite_loss=skip"])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(RUN_TIMEOUT_S + 120)
+def test_skip_on_one_rank_skips_that_step_on_every_rank(skip_run):
+    _, records = skip_run
+    for record in records:
+        assert "error" not in record, record.get("error")
+        assert record["global_step"] == TRAIN_STEPS  # training went on after the bad step
+        expected = [step != NAN_STEP for step in range(TRAIN_STEPS)]
+        assert record["weights_moved"] == expected, record["rank"]
+        # The optimizer step was skipped, not run with zero gradients (AdamW would still move
+        # the weights with its moments and decay): its per-parameter step count is one short.
+        assert record["adam_steps"] == [TRAIN_STEPS - 1]
+        assert record["fit_test"]["train/nonfinite_skips"] == 1.0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(RUN_TIMEOUT_S + 120)
+def test_ranks_see_disjoint_shards_covering_each_split(skip_run, synthetic_data_dir):
+    tmp, records = skip_run
+    cfg = compose_task("train", tmp / "ids", synthetic_data_dir, DDP_OVERRIDES)
+    from hydra.utils import instantiate
+
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    datamodule.setup("test")
+    ids = {role: sorted(r.image_id for r in ds.records) for role, ds in datamodule.datasets.items()}
+    seen = [record["seen"] for record in records]
+    assert seen[0].keys() == seen[1].keys() == {
+        "fit/train", "fit/val", "test/test", "validate/val"}
+    for key, role in [("fit/val", "val"), ("validate/val", "val"), ("test/test", "test")]:
+        assert not set(seen[0][key]) & set(seen[1][key]), key
+        assert sorted(seen[0][key] + seen[1][key]) == ids[role], key
+    train0, train1 = seen[0]["fit/train"], seen[1]["fit/train"]
+    assert len(train0) == len(train1) == TRAIN_STEPS
+    assert not set(train0) & set(train1)
+    assert set(train0) | set(train1) <= set(ids["train"])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(RUN_TIMEOUT_S + 120)
+def test_only_rank_zero_writes_files_and_checkpoints(skip_run):
+    tmp, records = skip_run
+    rank0 = tmp / "out0"
+    assert Path(records[0]["best"]).parent == rank0 / "checkpoints"
+    assert records[1]["best"] == records[0]["best"]  # rank 1 tests the same checkpoint
+    for name in ("checkpoints/last.ckpt", "metrics.json", "metrics_history.json",
+                 "csv/metrics.csv"):
+        assert (rank0 / name).is_file(), name
+    written = sorted(str(p.relative_to(tmp)) for p in (tmp / "out1").rglob("*"))
+    assert written == [], written
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(RUN_TIMEOUT_S + 180)
+def test_ddp_metrics_equal_a_single_process_run(skip_run, synthetic_data_dir):
+    from region_sam3.tasks import eval_task
+
+    tmp, records = skip_run
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the ranks: same float rounding
+    try:
+        cfg = compose_task("eval", tmp / "single", synthetic_data_dir, [
+            f"ckpt_path={records[0]['best']}", "data.batch_size=1", "data.test_split=[val,small]",
+            f"metrics_file={tmp / 'single' / 'metrics.json'}"])
+        single, _ = eval_task(cfg)
+    finally:
+        torch.set_num_threads(threads)
+    pairs = []  # (key under DDP, key in the single-process run)
+    for key in single:
+        if key.startswith("test/val/"):
+            pairs += [("fit_test", "val/" + key.removeprefix("test/val/"), key),
+                      ("validate", "val/" + key.removeprefix("test/val/"), key)]
+        elif key.startswith("test/small/"):
+            pairs.append(("fit_test", "test/" + key.removeprefix("test/small/"), key))
+    assert len(pairs) > 30 and single["test/val/mask/AP50"] > 0  # a meaningful comparison
+    for record in records:
+        for source, ddp_key, single_key in pairs:
+            got, want = record[source][ddp_key], single[single_key]
+            assert _same(got, want), (record["rank"], source, ddp_key, got, want)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(RUN_TIMEOUT_S + 120)
+def test_stop_on_one_rank_raises_on_every_rank(tmp_path, synthetic_data_dir):
+    records = run_ddp(tmp_path, synthetic_data_dir, ["model.on_nonfinite_loss=stop"])
+    for record in records:
+        assert record["error"].startswith("NonFiniteLossError"), record
+        assert f"global step {NAN_STEP}" in record["error"]
+        assert f"rank(s) [{NAN_RANK}]" in record["error"]
+    assert "loss_dice" in records[NAN_RANK]["error"]
+    assert records[0]["weights_moved"] == [True]  # step 0 trained; nobody got past step 1
