@@ -96,7 +96,8 @@ def zero_loss_for_skipped_step(module: nn.Module) -> torch.Tensor:
     """
     params = [p for p in module.parameters() if p.requires_grad]
     zero = torch.zeros((), device=params[0].device if params else None)
-    return zero + sum((p.sum() * 0.0 for p in params), zero)
+    # nan_to_num: exactly 0 even if a weight itself went NaN (its gradient is 0 either way).
+    return sum((p.sum() * 0.0 for p in params), zero).nan_to_num(0.0, 0.0, 0.0)
 
 
 def drop_gradients(optimizer: torch.optim.Optimizer) -> None:

@@ -250,3 +250,17 @@ def test_stop_on_one_rank_raises_on_every_rank(tmp_path, synthetic_data_dir):
         assert f"rank(s) [{NAN_RANK}]" in record["error"]
     assert "loss_dice" in records[NAN_RANK]["error"]
     assert records[0]["weights_moved"] == [True]  # step 0 trained; nobody got past step 1
+
+
+def test_ddp_sim_config_is_two_gloo_ranks_with_the_script_launcher(tmp_path):
+    """`python train.py trainer=ddp_sim` re-runs the command for rank 1 (as `trainer=ddp`)."""
+    from hydra.utils import instantiate
+    from lightning.pytorch.strategies import DDPStrategy
+    from lightning.pytorch.strategies.launchers import _SubprocessScriptLauncher
+
+    cfg = compose_task("train", tmp_path, tmp_path / "data", ["trainer=ddp_sim"])
+    trainer = instantiate(cfg.trainer, logger=False)
+    assert isinstance(trainer.strategy, DDPStrategy)
+    assert trainer.strategy._get_process_group_backend() == "gloo"
+    assert isinstance(trainer.strategy.launcher, _SubprocessScriptLauncher)
+    assert trainer.num_devices == WORLD and trainer.strategy.root_device.type == "cpu"
