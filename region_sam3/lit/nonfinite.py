@@ -6,7 +6,10 @@ timeout; if it alone skips backward (Lightning refuses `None` from `training_ste
 world size is > 1 anyway), DDP's reducer desynchronises. So every rank contributes one flag
 to a tiny all-gather (`[world]` floats, on the device: no host sync on its own) and then reads
 the gathered flags with exactly one host sync per step (the sync the single-process check
-needed anyway). Every rank sees the same flags and takes the same branch:
+needed anyway). It sits between forward and backward; at official size SAM3's Hungarian matcher
+already syncs inside the loss (scipy on the CPU), so it only costs the latency of launching the
+backward, and under NCCL the all-gather adds one tiny collective per step (~tens of µs).
+Every rank sees the same flags and takes the same branch:
 
 - `stop`: every rank raises `NonFiniteLossError` at the same step (no hang);
 - `skip`: every rank returns `zero_loss_for_skipped_step` (so backward and DDP's gradient
