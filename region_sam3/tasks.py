@@ -80,8 +80,8 @@ def train_task(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     for lg in loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
-    metrics: dict[str, float] = {}
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    metrics: dict[str, float] = {"model/trainable_params": float(trainable)}
     fit = cfg.get("train", True)
     if fit and trainable == 0:
         # e.g. a sweep point with the region head at num_iters=0 on a frozen base: that point is

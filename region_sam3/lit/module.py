@@ -55,6 +55,8 @@ class RegionSam3Module(L.LightningModule):
     Args:
         sam3: `conf/model/sam3/*.yaml` (`build_sam3` config).
         region_head: `conf/model/region_head/*.yaml` or None for plain SAM3.
+        baseline: `conf/model/baseline/*.yaml` (ablation baselines: LoRA, HQ token, mask-head
+            fine-tune); None or a config without `_target_` (`none`) adds nothing.
         criterion: `Sam3Criterion` config (loss weights, point sampling).
         optimizer: `{lr, weight_decay, betas, groups: [{name, patterns, lr, weight_decay}]}`.
         scheduler: `{name: cosine|inverse_sqrt|constant, warmup_steps, min_lr_ratio}`.
@@ -80,6 +82,7 @@ class RegionSam3Module(L.LightningModule):
         teacher_masks: str = "gt",
         teacher_cache_dir: str | None = None,
         on_nonfinite_loss: str = "stop",
+        baseline: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
@@ -95,7 +98,10 @@ class RegionSam3Module(L.LightningModule):
         self.teacher = instantiate(teacher) if teacher else None
         self.distill = instantiate(distill) if distill else None
         head = self._build_region_head(region_head)
-        self.net = instantiate(sam3, region_head=head)
+        adapter = None
+        if baseline and baseline.get("_target_"):  # `name` labels the sweep axis only
+            adapter = instantiate({k: v for k, v in _plain(baseline).items() if k != "name"})
+        self.net = instantiate(sam3, region_head=head, baseline=adapter)
         iter_weights = list(head.iter_loss_weights) if head is not None else None
         self.criterion = instantiate(criterion, iter_loss_weights=iter_weights)
         self.teacher_cache = None
@@ -158,6 +164,18 @@ class RegionSam3Module(L.LightningModule):
         if self.teacher is not None:
             self.teacher.eval()
         return self
+
+    def trainable_params(self) -> int:
+        """Trainable parameter elements (the ablation table's budget column)."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def on_fit_start(self) -> None:
+        # Logged once through the loggers (self.log is not allowed in this hook); train_task
+        # also writes it to metrics.json.
+        count = self.trainable_params()
+        log.info("model/trainable_params = %d", count)
+        for logger in self.loggers:
+            logger.log_metrics({"model/trainable_params": float(count)}, step=0)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Lightning restores optimizer, scheduler and loop counters but not the RNGs that drive

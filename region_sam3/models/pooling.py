@@ -22,6 +22,28 @@ Downsampling uses ``area`` interpolation (= average pooling for integer factors,
 average pooling otherwise), so a resized value is the occupancy fraction of the low-res cell and
 the total mass is preserved up to the area ratio; upsampling uses ``bilinear``
 (``align_corners=False``), matching how SAM3 upsamples its mask logits.
+
+Pooling variants for small regions (``region_pool(..., mode=...)``, config
+``model.region_head.pool_mode``). Soft pooling sums the sigmoid tail over the whole grid: a
+region covering < 1% of a 288^2 grid with background logits around -4 gets only about half of
+its weight from inside its own mask. The variants (all batched over B and Q, no loop):
+
+* ``soft``: ``w = sigmoid(M)`` (the default, unchanged).
+* ``sharpened``: ``w = sigmoid(M / tau)``: the tail shrinks exponentially (tau=0.25:
+  sigmoid(-4) = 0.018 -> sigmoid(-16) = 1e-7).
+* ``thresholded``: ``w = [sigmoid(M) > thr]``; a region with no pixel above ``thr`` falls back to
+  its soft weights (never an all-zero row).
+* ``box_normalised``: soft weights restricted to the bounding box of ``sigmoid(M) > thr`` (the
+  whole grid when empty), then normalised as usual.
+* ``roi_align``: box pooling (the OVSAM / Mask R-CNN comparison): ``torchvision.ops.roi_align``
+  on that box (``roi_size``^2 bins, 2x2 samples each), mean over bins; the mask shape is ignored.
+
+Official-size cost (B find-queries x Q=200 regions, masks at 288^2): ``sharpened`` /
+``thresholded`` / ``box_normalised`` add one elementwise pass and one extra [B,Q,288,288] fp32
+temporary (~66 MB per find-query, as ``soft``'s own sigmoid); the box needs two ``any``
+reductions ([B,Q,288] each). ``roi_align`` costs ``B*Q*roi_size^2*4*C`` bilinear samples
+(200*49*4*256 ~ 10 MFLOP per find-query, negligible next to the pooling matmul's
+2*Q*C*H'*W' ~ 8.5 GFLOP at 288^2) and never materialises a [B,Q,N] weight matrix.
 """
 
 from __future__ import annotations
@@ -30,7 +52,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+POOL_MODES = ("soft", "sharpened", "thresholded", "box_normalised", "roi_align")
+
 __all__ = [
+    "POOL_MODES",
+    "mask_boxes",
+    "pooling_weights",
+    "region_pool",
+    "roi_pool",
     "mask_pool",
     "mask_pool_seq",
     "resize_masks",
@@ -194,3 +223,127 @@ def naive_mask_pool(masks: Tensor, feats: Tensor, eps: float = 1e-6) -> Tensor:
             f = feats[bi].to(acc)  # [C,H,W]
             out[bi, k] = (a[None] * f).sum((-2, -1)) / (a.sum() + eps)
     return out
+
+
+def mask_boxes(prob: Tensor, threshold: float = 0.5) -> tuple[Tensor, Tensor]:
+    """Bounding boxes of ``prob > threshold``, batched.
+
+    Args:
+        prob: [B,Q,H,W] soft masks.
+        threshold: foreground threshold.
+
+    Returns:
+        boxes: [B,Q,4] ``(x1, y1, x2, y2)`` in grid units, ``x2``/``y2`` exclusive (pixel ``i``
+        spans ``[i, i+1]``); an empty mask gets the whole grid ``(0, 0, W, H)``.
+        nonempty: [B,Q] bool.
+    """
+    h, w = prob.shape[-2:]
+    fg = prob > threshold
+    rows, cols = fg.any(-1), fg.any(-2)  # [B,Q,H], [B,Q,W]
+    nonempty = rows.any(-1)
+
+    def span(any_: Tensor, size: int) -> tuple[Tensor, Tensor]:
+        a = any_.to(torch.uint8)
+        first = a.argmax(-1)  # first True (0 when empty)
+        last_excl = size - a.flip(-1).argmax(-1)
+        return first, last_excl
+
+    y1, y2 = span(rows, h)
+    x1, x2 = span(cols, w)
+    boxes = torch.stack([x1, y1, x2, y2], -1).to(prob.dtype if prob.is_floating_point() else torch.float32)
+    full = torch.tensor([0, 0, w, h], dtype=boxes.dtype, device=boxes.device)
+    return torch.where(nonempty[..., None], boxes, full), nonempty
+
+
+def pooling_weights(
+    logits: Tensor, mode: str = "soft", tau: float = 0.25, threshold: float = 0.5
+) -> Tensor:
+    """Per-pixel pooling weights of each region for the mask-based variants.
+
+    Args:
+        logits: [B,Q,H,W] mask logits M.
+        mode: ``soft`` | ``sharpened`` | ``thresholded`` | ``box_normalised``.
+        tau: temperature of ``sharpened``.
+        threshold: foreground threshold on ``sigmoid(M)`` (``thresholded``, ``box_normalised``).
+
+    Returns:
+        [B,Q,H,W] weights in [0,1] (unnormalised; :func:`mask_pool` normalises), dtype of
+        ``logits``.
+    """
+    prob = logits.sigmoid()
+    if mode == "soft":
+        return prob
+    if mode == "sharpened":
+        if tau <= 0:
+            raise ValueError(f"model.region_head.pool_tau={tau}: must be > 0")
+        return (logits / tau).sigmoid()
+    fg = prob > threshold
+    nonempty = fg.flatten(2).any(-1)[..., None, None]  # [B,Q,1,1]
+    if mode == "thresholded":
+        return torch.where(nonempty, fg.to(prob.dtype), prob)
+    if mode == "box_normalised":
+        boxes, _ = mask_boxes(prob, threshold)  # empty -> whole grid
+        h, w = prob.shape[-2:]
+        ys = torch.arange(h, device=prob.device, dtype=boxes.dtype)
+        xs = torch.arange(w, device=prob.device, dtype=boxes.dtype)
+        in_y = (ys >= boxes[..., 1:2]) & (ys < boxes[..., 3:4])  # [B,Q,H]
+        in_x = (xs >= boxes[..., 0:1]) & (xs < boxes[..., 2:3])  # [B,Q,W]
+        return prob * (in_y[..., :, None] & in_x[..., None, :]).to(prob.dtype)
+    raise ValueError(f"model.region_head.pool_mode={mode!r}: use one of {POOL_MODES}")
+
+
+def roi_pool(prob: Tensor, feats: Tensor, threshold: float = 0.5, roi_size: int = 7) -> Tensor:
+    """RoIAlign box pooling of each region's box (``prob > threshold``; whole grid if empty).
+
+    Args:
+        prob: [B,Q,H,W] soft masks (only their boxes are used; no gradient flows to them).
+        feats: [B,C,H',W'] or [1,C,H',W'] (broadcast) features.
+        threshold: foreground threshold.
+        roi_size: output bins per side, averaged.
+
+    Returns:
+        [B,Q,C] in fp32 (fp64 for fp64 features).
+    """
+    from torchvision.ops import roi_align
+
+    b, q, h, w = prob.shape
+    acc = _acc_dtype(feats)
+    boxes, _ = mask_boxes(prob.detach(), threshold)
+    scale = torch.tensor([feats.shape[-1] / w, feats.shape[-2] / h] * 2, device=prob.device)
+    boxes = boxes.to(acc) * scale.to(acc)  # mask grid -> feature grid
+    if feats.shape[0] == b:
+        index = torch.arange(b, device=prob.device).repeat_interleave(q)
+    elif feats.shape[0] == 1:
+        index = torch.zeros(b * q, device=prob.device, dtype=torch.long)
+    else:
+        raise ValueError(f"feats batch {feats.shape[0]} does not match masks batch {b}")
+    rois = torch.cat([index[:, None].to(acc), boxes.reshape(b * q, 4)], 1)  # [B*Q,5]
+    with torch.autocast(device_type=feats.device.type, enabled=False):
+        out = roi_align(feats.to(acc), rois, output_size=roi_size, spatial_scale=1.0,
+                        sampling_ratio=2, aligned=True)  # [B*Q,C,S,S]
+    return out.mean((-2, -1)).reshape(b, q, -1)
+
+
+def region_pool(
+    logits: Tensor,
+    feats: Tensor,
+    mode: str = "soft",
+    tau: float = 0.25,
+    threshold: float = 0.5,
+    roi_size: int = 7,
+    eps: float = 1e-6,
+    chunk_size: int | None = None,
+) -> Tensor:
+    """Pool region vectors with one of ``POOL_MODES`` (see the module docstring).
+
+    Args:
+        logits: [B,Q,H,W] mask logits M.
+        feats: [B,C,H',W'] features (masks are resized to this grid).
+
+    Returns:
+        [B,Q,C] (fp32, or fp64 for fp64 inputs).
+    """
+    if mode == "roi_align":
+        return roi_pool(logits.sigmoid(), feats, threshold, roi_size)
+    weights = pooling_weights(logits, mode, tau, threshold)
+    return mask_pool(weights, feats, eps=eps, chunk_size=chunk_size)

@@ -46,7 +46,13 @@ import torch.nn.functional as F
 from sam3.model.model_misc import MLP
 from torch import Tensor
 
-from region_sam3.models.pooling import mask_pool, resize_masks
+from region_sam3.models.pooling import (
+    POOL_MODES,
+    mask_pool,
+    pooling_weights,
+    resize_masks,
+    roi_pool,
+)
 
 __all__ = [
     "MaskedCrossAttention",
@@ -221,6 +227,13 @@ class RegionHead(nn.Module):
         zero_init_delta: zero-init the last layer of the refinement ``mask_embed`` (residual mode).
         pool_chunk_size: query chunk size for pooling (0 = one batched matmul).
         pool_eps: pooling denominator epsilon.
+        pool_mode: pooling weights, one of ``POOL_MODES`` (``soft`` = sigmoid(M); ``sharpened``,
+            ``thresholded``, ``box_normalised``, ``roi_align``: see
+            :mod:`region_sam3.models.pooling`). Attention masks always use sigmoid(M).
+        pool_tau: temperature of ``sharpened``.
+        pool_threshold: foreground threshold of ``thresholded`` / ``box_normalised`` /
+            ``roi_align`` boxes.
+        pool_roi_size: RoIAlign bins per side (``roi_align``).
         iter_loss_weights: per-iteration mask-loss weights for t = 0..T (consumed by the loss,
             stored here so it travels with the head config); default all 1.
     """
@@ -249,8 +262,18 @@ class RegionHead(nn.Module):
         pool_chunk_size: int = 0,
         pool_eps: float = 1e-6,
         iter_loss_weights: Sequence[float] | None = None,
+        pool_mode: str = "soft",
+        pool_tau: float = 0.25,
+        pool_threshold: float = 0.5,
+        pool_roi_size: int = 7,
     ) -> None:
         super().__init__()
+        if pool_mode not in POOL_MODES:
+            raise ValueError(f"model.region_head.pool_mode={pool_mode!r}: use one of {POOL_MODES}")
+        self.pool_mode = str(pool_mode)
+        self.pool_tau = float(pool_tau)
+        self.pool_threshold = float(pool_threshold)
+        self.pool_roi_size = int(pool_roi_size)
         if num_iters < 0:
             raise ValueError("num_iters must be >= 0")
         if d_model % num_heads != 0:
@@ -307,9 +330,35 @@ class RegionHead(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"num_iters={self.num_iters}, pool_pixel={self.pool_pixel}, "
-            f"pool_memory={self.pool_memory}, residual={self.residual}, "
+            f"pool_memory={self.pool_memory}, pool_mode={self.pool_mode}, "
+            f"residual={self.residual}, "
             f"writeback={self.use_writeback}, text_gating={self.use_text_gating}"
         )
+
+    def _pool_sources(self, pix: Tensor, memory: Tensor) -> list[Tensor]:
+        sources = []
+        if self.pool_pixel:
+            feats = pix
+            if self.pool_resolution > 0 and max(feats.shape[-2:]) > self.pool_resolution:
+                feats = F.adaptive_avg_pool2d(feats, self.pool_resolution)
+            sources.append(feats)
+        if self.pool_memory:
+            sources.append(memory)
+        return sources
+
+    def _pool(self, logits: Tensor, a: Tensor, a_low: Tensor, feats: Tensor) -> Tensor:
+        """[B,Q,C] region vectors from ``feats`` [B,C,h,w] with the configured variant.
+
+        ``a`` = sigmoid(logits) [B,Q,H,W] and ``a_low`` (it on the memory grid) are reused by
+        ``soft`` so the default path is the one-matmul soft pooling, unchanged.
+        """
+        if self.pool_mode == "roi_align":
+            return roi_pool(a, feats, self.pool_threshold, self.pool_roi_size)
+        if self.pool_mode == "soft":
+            w = a_low if tuple(feats.shape[-2:]) == tuple(a_low.shape[-2:]) else a
+        else:
+            w = pooling_weights(logits, self.pool_mode, self.pool_tau, self.pool_threshold)
+        return mask_pool(w, feats, eps=self.pool_eps, chunk_size=self.pool_chunk_size)
 
     def _block(self, t: int) -> RegionRefineBlock:
         return self.blocks[0 if self.share_weights else t - 1]
@@ -357,18 +406,7 @@ class RegionHead(nn.Module):
             a_low = resize_masks(a.float(), mem_hw)  # [B,Q,Hm,Wm], shared by pooling + attention
 
             # --- 2-3: pooling -> region tokens -----------------------------------------
-            pooled = []
-            if self.pool_pixel:
-                feats = pix
-                if self.pool_resolution > 0 and max(feats.shape[-2:]) > self.pool_resolution:
-                    feats = F.adaptive_avg_pool2d(feats, self.pool_resolution)
-                pooled.append(
-                    mask_pool(a, feats, eps=self.pool_eps, chunk_size=self.pool_chunk_size)
-                )
-            if self.pool_memory:
-                pooled.append(
-                    mask_pool(a_low, memory, eps=self.pool_eps, chunk_size=self.pool_chunk_size)
-                )
+            pooled = [self._pool(src, a, a_low, f) for f in self._pool_sources(pix, memory)]
             if blk.pool_mlp is not None:
                 r = q + blk.pool_mlp(torch.cat(pooled, -1).to(q.dtype))
             else:

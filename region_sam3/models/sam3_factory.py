@@ -5,7 +5,8 @@ Every size comes from `conf/model/sam3/*.yaml`; this function is their `_target_
     model = hydra.utils.instantiate(cfg.model.sam3)           # -> Sam3Image
 
 Order matters: the region head is attached before the checkpoint is loaded (so strict loading
-can tell SAM3 tensors from new ones), and freezing comes last.
+can tell SAM3 tensors from new ones), then freezing, then the ablation baseline (LoRA / HQ
+token / mask-head fine-tune, `conf/model/baseline/`), which adds tensors that are not SAM3's.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ def build_sam3(
     freeze: Sequence[str] = (),
     unfreeze: Sequence[str] = (),
     region_head: nn.Module | None = None,
+    baseline: Callable[[Sam3Image], Sam3Image] | None = None,
 ) -> Sam3Image:
     """Build a SAM3 image model.
 
@@ -68,6 +70,9 @@ def build_sam3(
         freeze / unfreeze: parameter-name globs (see `region_sam3.models.freeze`).
         region_head: a `RegionHead`; when given, the segmentation head is replaced by the
             region-aware subclass that reuses every upstream submodule.
+        baseline: an ablation baseline (`region_sam3.models.baselines`: LoRA, HQ token,
+            mask-head fine-tune), applied last: after the checkpoint (its new tensors are not
+            SAM3's) and after freezing (it keeps frozen parameters frozen).
 
     Raises:
         CheckpointError: checkpoint requested but missing/unreadable/incompatible. Asking for
@@ -97,4 +102,6 @@ def build_sam3(
     elif strict:
         log.warning("model.sam3.strict=true has no effect without a checkpoint")
     apply_freeze(model, freeze, unfreeze, config_key="model.sam3.freeze")
+    if baseline is not None:
+        model = baseline(model)
     return model
