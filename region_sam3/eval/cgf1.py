@@ -70,9 +70,11 @@ def run_cgf1(pairs: Sequence[PairSummary], threshold: float = 0.5) -> dict[str, 
     images, gts, dts = [], [], []
     for i, p in enumerate(pairs, start=1):
         images.append({"id": i, "height": p.height, "width": p.width})
-        gts += [{**a, "id": len(gts) + 1, "image_id": i, "category_id": 1} for a in p.gt]
-        dts += [{**d, "id": len(dts) + 1, "image_id": i, "category_id": 1, "iscrowd": 0}
-                for d in p.dt]
+        # Unique ids (> 0): COCO indexes annotations by id.
+        gts += [{**a, "id": len(gts) + j, "image_id": i, "category_id": 1}
+                for j, a in enumerate(p.gt, start=1)]
+        dts += [{**d, "id": len(dts) + j, "image_id": i, "category_id": 1, "iscrowd": 0}
+                for j, d in enumerate(p.dt, start=1)]
     coco_gt, coco_dt = COCO(), COCO()
     coco_gt.dataset = {"images": images, "categories": [{"id": 1}], "annotations": gts}
     coco_dt.dataset = {"images": images, "categories": [{"id": 1}], "annotations": dts}
