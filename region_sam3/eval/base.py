@@ -178,7 +178,8 @@ class DatasetEvaluator(ABC):
                 self._final_alias = alias
             for t, recs in rank_records.items():
                 merged[t].extend(recs)
-        return {t: _dedupe(recs) for t, recs in merged.items()}
+        # Sorted by image id: metrics do not depend on how images were sharded over ranks.
+        return {t: sorted(_dedupe(recs), key=lambda r: r.image_id) for t, recs in merged.items()}
 
     def _group(self, recs: Sequence[ImageRecord], pre: str) -> dict[str, float]:
         out = {f"{pre}{self.prefix}/{k}": v for k, v in self.compute(recs).items()}

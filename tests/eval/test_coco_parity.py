@@ -67,7 +67,7 @@ def model_outputs(data, seed=0):
     n = len(SIZES) * len(CATS)
     masks = torch.randn(n, QUERIES, LOW, LOW, generator=g) * 2 - 2
     p = 0
-    for img, (h, w) in SIZES.items():
+    for img in SIZES:
         for cat in CATS:
             gts = [a for a in data["annotations"] if a["image_id"] == img
                    and a["category_id"] == cat]
