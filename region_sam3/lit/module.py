@@ -30,6 +30,7 @@ from region_sam3.eval import (
     build_default_evaluators,
     ground_truth_from_batch,
 )
+from region_sam3.eval.config import check_evaluation_config
 from region_sam3.lit.optim import build_optimizer, lr_lambda
 
 log = logging.getLogger(__name__)
@@ -44,20 +45,6 @@ def final_output(sam3_output) -> dict[str, Any]:
     """The last step of the last stage of `Sam3Image.forward`'s `SAM3Output`."""
     stage = sam3_output[-1]
     return stage[-1] if isinstance(stage, list) else stage
-
-
-EVALUATION_KEYS = frozenset({"boundary", "crowded_thresholds", "score_threshold",
-                             "max_dets_per_image", "max_dets", "per_iteration", "cgf1"})
-
-
-def check_evaluation_config(evaluation: Mapping[str, Any]) -> dict[str, Any]:
-    """`model.evaluation` as a dict; an unknown key is an error naming it (a typo would
-    otherwise be silently ignored)."""
-    unknown = sorted(set(evaluation) - EVALUATION_KEYS)
-    if unknown:
-        raise ValueError(f"model.evaluation: unknown key(s) {unknown}; known: "
-                         f"{sorted(EVALUATION_KEYS)}")
-    return dict(evaluation)
 
 
 class NonFiniteLossError(FloatingPointError):
