@@ -48,6 +48,16 @@ class DetectionPool:
             old_gt = self._gts.get(g.image_id)
             self._gts[g.image_id] = old_gt.merge(g) if old_gt is not None else g
 
+    def score_floors(self, image_ids: Iterable[int]) -> dict[int, float]:
+        """``{image_id: K-th score held}`` of the pooled images that are full: a candidate
+        must beat it to enter (``PostProcessor(score_floors=...)`` skips the others' masks)."""
+        out = {}
+        for i in image_ids:
+            d = self._dets.get(int(i))
+            if d is not None and len(d) >= self.max_dets:
+                out[int(i)] = float(d.scores.min())
+        return out
+
     def _pop(self, image_ids: Iterable[int]) -> tuple[list[ImageDetections], list[ImageGroundTruth]]:
         dets, gts = [], []
         for i in list(image_ids):

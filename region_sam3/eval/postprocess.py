@@ -22,7 +22,7 @@ where the window is the whole canvas).
 
 Memory at official size (80 prompts x 200 queries, 288^2 mask logits, 640x480 originals, T=3):
 per image the device holds ``K x 288^2`` gathered logits per source (33 MB fp32) and one chunk of
-resized logits (``chunk_pixels`` elements, 256 MB fp32 by default); only the ``K`` boxes, scores,
+resized logits (``chunk_pixels`` elements, 64 MB fp32 by default); only the ``K`` boxes, scores,
 labels, stability scores and RLEs reach the host (on CUDA the RLE runs are computed on the
 device by sam3's ``rle_encode``; on CPU pycocotools encodes a ``K x H x W`` uint8 chunk).
 """
@@ -92,8 +92,8 @@ def top_per_image(
     Args:
         scores: ``[B, Q]`` in [0, 1].  query_image_index: ``[B]`` image of each prompt.
     Returns:
-        ``(prompt [N, k], query [N, k], valid [N, k] bool)``; rows sorted by descending score,
-        ``valid`` False on the padding of images with fewer than ``k`` candidates.
+        ``(prompt [N, k], query [N, k], score [N, k])``; rows sorted by descending score,
+        score -1 on the padding of images with fewer than ``k`` candidates.
     """
     b, q = scores.shape
     flat = scores.reshape(-1)
@@ -104,7 +104,7 @@ def top_per_image(
     k = min(k, b * q)
     values, order = torch.sort(table, dim=1, descending=True, stable=True)
     values, order = values[:, :k], order[:, :k]
-    return order // q, order % q, values >= 0
+    return order // q, order % q, values
 
 
 def masks_to_original(
@@ -177,7 +177,7 @@ class PostProcessor:
         max_dets_per_image: int = 100,
         per_iteration: bool = True,
         stability_delta: float = 1.0,
-        chunk_pixels: int = 1 << 26,
+        chunk_pixels: int = 1 << 24,
     ) -> None:
         if max_dets_per_image < 1:
             raise ValueError(f"max_dets_per_image must be >= 1, got {max_dets_per_image}")
@@ -201,12 +201,25 @@ class PostProcessor:
         return IterationMasks(rles, stability.cpu().numpy().astype("float32"))
 
     @torch.no_grad()
-    def __call__(self, out: Mapping[str, Any], layout: BatchLayout) -> list[ImageDetections]:
-        """``ImageDetections`` of every image of the batch (top-K within this batch)."""
+    def __call__(
+        self,
+        out: Mapping[str, Any],
+        layout: BatchLayout,
+        score_floors: Mapping[int, float] | None = None,
+    ) -> list[ImageDetections]:
+        """``ImageDetections`` of every image of the batch (top-K within this batch).
+
+        ``score_floors``: ``{image_id: s}``, the K-th score an image already holds from earlier
+        batches (``DetectionPool.score_floors``); candidates scoring ``<= s`` could never enter
+        the image's top-K, so their masks are not resized or encoded.
+        """
         scores = detection_scores(out)
         num_images = len(layout.image_ids)
-        prompt, query, valid = top_per_image(scores, layout.query_image_index, num_images,
-                                             self.max_dets)
+        prompt, query, top_scores = top_per_image(scores, layout.query_image_index, num_images,
+                                                  self.max_dets)
+        floors = torch.tensor([(score_floors or {}).get(i, -0.5) for i in layout.image_ids],
+                              device=top_scores.device, dtype=top_scores.dtype)
+        valid = top_scores > floors[:, None]
         iters, final_t = iteration_sources(out) if self.per_iteration else ({}, None)
         boxes_all = out["pred_boxes"].float()
         cats = layout.category_ids.to(scores.device)

@@ -292,13 +292,14 @@ class RegionSam3Module(L.LightningModule):
         per-image candidate pool -> evaluators (images whose prompts are all seen)."""
         sam3_batch = to_sam3_batch(batch, self.device)
         out = final_output(self.net(sam3_batch))
-        dets = self.postprocessor(out, BatchLayout.from_batch(batch))
+        pool = self.eval_pools[stage]
+        layout = BatchLayout.from_batch(batch)
+        dets = self.postprocessor(out, layout, pool.score_floors(layout.image_ids))
         if self.teacher is not None:
             out["indices"] = self.net.matcher(out, self.net.back_convert(sam3_batch.find_targets[0]))
             pairs = self._region_pairs(batch, out)
             for d in dets:
                 d.region_pairs = pairs.get(d.image_id)
-        pool = self.eval_pools[stage]
         pool.add(dets, ground_truth_from_batch(batch))
         self.evaluators[stage].process(*pool.pop_finished(batch.image_ids.tolist()))
 

@@ -40,7 +40,8 @@ def test_three_prompts_by_200_queries_yield_exactly_k_detections_over_the_image(
 
 def test_top_per_image_separates_images_in_one_sort():
     scores = torch.tensor([[0.9, 0.1], [0.5, 0.8], [0.7, 0.2]])
-    prompt, query, valid = top_per_image(scores, torch.tensor([0, 1, 0]), 2, 3)
+    prompt, query, top = top_per_image(scores, torch.tensor([0, 1, 0]), 2, 3)
+    valid = top >= 0
     assert prompt[0].tolist() == [0, 2, 2] and query[0].tolist() == [0, 0, 1]
     assert prompt[1, :2].tolist() == [1, 1] and valid[1].tolist() == [True, True, False]
 
@@ -90,7 +91,11 @@ def test_pool_merges_prompts_split_across_batches_into_one_top_k():
     gt = ImageGroundTruth(7, 24, 24, [], (1, 2), 0)
     for part, cats in ((slice(0, 2), [1, 2]), (slice(2, 4), [3, 4])):
         chunk = {k: v[part] for k, v in out.items()}
-        pool.add(PostProcessor(20)(chunk, layout([0, 0], cats, (24, 24))), [gt])
+        floors = pool.score_floors([7])  # 2nd batch: only candidates beating the 20th score
+        new = PostProcessor(20)(chunk, layout([0, 0], cats, (24, 24)), floors)
+        if floors:
+            assert len(new[0]) < 20 and (new[0].scores > floors[7]).all()
+        pool.add(new, [gt])
         assert all(len(d) <= 20 for d in pool._dets.values())  # bounded candidate pool
         assert pool.pop_finished([7]) == ([], [])  # still active: not released
     (dets,), (gts,) = pool.flush()
