@@ -11,8 +11,9 @@ Usage::
     python scripts/aggregate_multirun.py multirun/2026-11-21 \
         --metrics-file test_metrics.json --metrics mask/AP,boundary/AP --out results/table
 
-writes ``results/table.md`` (mean ± sample std, ``n`` = number of seeds) and
-``results/table.csv`` (one ``<metric>_mean`` and ``<metric>_std`` column per metric).
+writes ``results/table.md`` (mean ± sample std, ``n`` = number of seeds; NaN values -- a metric
+with no data -- are skipped and the cell then shows how many runs it averages, ``(n=k)``) and
+``results/table.csv`` (``<metric>_mean``, ``<metric>_std`` and ``<metric>_n`` per metric).
 """
 
 from __future__ import annotations
@@ -111,11 +112,14 @@ def group_jobs(jobs: Sequence[Job], ignore: Sequence[str]) -> list[Group]:
     return [Group(dict(k), v) for k, v in sorted(groups.items())]
 
 
-def _fmt(m: float, s: float, digits: int, scale: float) -> str:
+def _fmt(m: float, s: float, digits: int, scale: float, n: int, total: int) -> str:
+    """``mean ± std``; a cell averaged over fewer runs than its group (NaN values, e.g. an empty
+    metric group, are skipped, never averaged as numbers) says how many: ``(n=k)``."""
+    suffix = "" if n == total else f" (n={n})"
     if math.isnan(m):
-        return "n/a"
+        return "n/a" + suffix
     text = f"{m * scale:.{digits}f}"
-    return text if math.isnan(s) else f"{text} ± {s * scale:.{digits}f}"
+    return (text if math.isnan(s) else f"{text} ± {s * scale:.{digits}f}") + suffix
 
 
 def build_tables(
@@ -134,9 +138,9 @@ def build_tables(
         row["n"] = len(g.jobs)
         cells = [str(row[k]) for k in shown] + [str(len(g.jobs))]
         for m in metrics:
-            mu, sd, _ = g.stats(m)
-            row[f"{m}_mean"], row[f"{m}_std"] = mu, sd
-            cells.append(_fmt(mu, sd, digits, scale))
+            mu, sd, n = g.stats(m)
+            row[f"{m}_mean"], row[f"{m}_std"], row[f"{m}_n"] = mu, sd, n
+            cells.append(_fmt(mu, sd, digits, scale, n, len(g.jobs)))
         md.append("| " + " | ".join(cells) + " |")
         rows.append(row)
     shared = [f"{k}={groups[0].overrides[k]}" for k in keys

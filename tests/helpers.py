@@ -115,13 +115,24 @@ def compose_task(config_name: str, output_dir, data_dir, overrides: list[str] | 
         "data.num_workers=0",
         "data.batch_size=2",
         "data.max_queries_per_image=3",
-        "model.criterion.num_sample_points=256",
         "trainer.accelerator=cpu",
     ]
+    if config_name != "eval":  # eval.py takes the model from the checkpoint
+        base.append("model.criterion.num_sample_points=256")
     if config_name == "train":
         base.append("~callbacks.progress_bar")
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name, overrides=base + list(overrides or []))
+        cfg = compose(config_name, overrides=base + list(overrides or []),
+                      return_hydra_config=config_name == "eval")
+    if config_name == "eval":
+        # eval.py applies the command-line overrides on top of the checkpoint's config: record
+        # them as `python eval.py ...` would (HydraConfig), then drop the hydra node.
+        from hydra.core.hydra_config import HydraConfig
+        from omegaconf import open_dict
+
+        HydraConfig.instance().set_config(cfg)
+        with open_dict(cfg):
+            cfg.pop("hydra")
     if cfg.data.get("synthetic") is not None:
         from omegaconf import OmegaConf, open_dict
 

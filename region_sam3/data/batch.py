@@ -32,6 +32,9 @@ class FindQuerySample:
     file_name: str
     orig_size: tuple[int, int]  # (h, w) of the file on disk
     valid_size: tuple[int, int]  # (h, w) of the image content inside the canvas (< H,W if padded)
+    # Evaluation only: the image's COCO annotations in the original frame (instances and crowd
+    # regions, segmentation as compressed RLE), see `FindQueryDataset(eval_annotations=True)`.
+    gt_annotations: list[dict] | None = None
 
 
 @dataclass
@@ -59,6 +62,7 @@ class FindQueryBatch:
     orig_sizes: torch.Tensor  # [N_img,2] long, (h, w) on disk
     valid_sizes: torch.Tensor  # [N_img,2] long, (h, w) of content inside the H,W canvas
     file_names: list[str]  # [N_img]
+    gt_annotations: list[list[dict]] | None = None  # [N_img] original-frame COCO anns (eval)
 
     @property
     def num_queries(self) -> int:
@@ -143,4 +147,9 @@ def collate_find_queries(samples: list[FindQuerySample]) -> FindQueryBatch:
         orig_sizes=torch.as_tensor([s.orig_size for s in samples], dtype=torch.long),
         valid_sizes=torch.as_tensor([s.valid_size for s in samples], dtype=torch.long),
         file_names=[s.file_name for s in samples],
+        gt_annotations=(
+            [s.gt_annotations for s in samples]
+            if all(s.gt_annotations is not None for s in samples)
+            else None
+        ),
     )

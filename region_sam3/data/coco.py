@@ -17,12 +17,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pycocotools.mask as mask_utils
 import torch
 from torch.utils.data import Dataset
 from torchvision.io import ImageReadMode, decode_image
 
 from region_sam3.data.batch import FindQuerySample
-from region_sam3.data.coco_index import ImageRecord, decode_segmentation, load_coco_index
+from region_sam3.data.coco_index import (
+    ImageRecord,
+    decode_segmentation,
+    load_coco_index,
+    segmentation_to_rle,
+)
 from region_sam3.data.issues import DataIssueError, IssueCounter
 from region_sam3.data.transforms import FindQueryTransform, TransformOutput
 
@@ -47,6 +53,28 @@ def read_image(record: ImageRecord) -> torch.Tensor:
     return image
 
 
+def original_frame_annotations(record: ImageRecord) -> list[dict]:
+    """COCO annotations of one image for evaluation: compressed RLE in the original frame,
+    `area` as in the file (pycocotools uses it for the size buckets and crowd handling; mask
+    area when absent) and `iscrowd`. Crowd regions are included: COCOeval ignores detections
+    on them instead of counting false positives."""
+    out = []
+    for ann in record.annotations + record.crowd_annotations:
+        rle = segmentation_to_rle(ann["segmentation"], record.height, record.width)
+        counts = rle["counts"]
+        rle = {"size": list(rle["size"]),
+               "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts}
+        area = ann.get("area")
+        out.append({
+            "id": int(ann["id"]),
+            "category_id": int(ann["category_id"]),
+            "segmentation": rle,
+            "area": float(area) if area is not None else float(mask_utils.area(rle)),
+            "iscrowd": int(bool(ann.get("iscrowd", 0))),
+        })
+    return out
+
+
 class FindQueryDataset(Dataset):
     """COCO-format images + instances json -> `FindQuerySample`s.
 
@@ -60,6 +88,8 @@ class FindQueryDataset(Dataset):
             negatives are subsampled in proportion.
         strict: raise on the first bad input instead of skipping and counting.
         validate_masks: rasterise every mask once at setup to drop empty ones.
+        eval_annotations: attach the image's annotations in the original frame (instances and
+            `iscrowd` regions as compressed RLE with the file's `area`) for evaluation.
     """
 
     def __init__(
@@ -75,6 +105,7 @@ class FindQueryDataset(Dataset):
         strict: bool = False,
         validate_masks: bool = True,
         max_load_retries: int = 16,
+        eval_annotations: bool = False,
     ) -> None:
         if negative_ratio < 0:
             raise ValueError(f"negative_ratio must be >= 0, got {negative_ratio}")
@@ -93,6 +124,7 @@ class FindQueryDataset(Dataset):
         self.seed = seed
         self.strict = strict
         self.max_load_retries = max_load_retries
+        self.eval_annotations = eval_annotations
         # Per process (each dataloader worker has its own copy); logged as problems are found.
         self.load_issues = IssueCounter(f"{index.ann_file} (load time)", strict=strict)
         self._category_ids = np.array(sorted(self.category_names), dtype=np.int64)
@@ -183,6 +215,7 @@ class FindQueryDataset(Dataset):
             file_name=record.file_name,
             orig_size=(record.height, record.width),
             valid_size=out.valid_size,
+            gt_annotations=original_frame_annotations(record) if self.eval_annotations else None,
         )
 
     def __getitem__(self, index: int) -> FindQuerySample:

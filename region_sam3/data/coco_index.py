@@ -37,6 +37,7 @@ class ImageRecord:
     width: int
     annotations: list[dict[str, Any]] = field(default_factory=list)  # valid, non-crowd
     crowd_category_ids: set[int] = field(default_factory=set)
+    crowd_annotations: list[dict[str, Any]] = field(default_factory=list)  # iscrowd=1 (eval)
     neg_category_ids: tuple[int, ...] | None = None  # LVIS: verified-absent categories
     not_exhaustive_category_ids: set[int] = field(default_factory=set)
 
@@ -184,6 +185,9 @@ def load_coco_index(
         record = images[image_id]
         if ann.get("iscrowd", 0):
             record.crowd_category_ids.add(category_id)
+            # Kept for evaluation: COCOeval treats them as ignore regions.
+            if segmentation_problem(ann["segmentation"], record.height, record.width) is None:
+                record.crowd_annotations.append(ann)
             continue
         problem = segmentation_problem(ann["segmentation"], record.height, record.width)
         if problem is None and validate_masks:

@@ -153,6 +153,7 @@ class FindQueryDataModule(L.LightningDataModule):
             seed=hp.seed,
             strict=hp.strict,
             validate_masks=hp.validate_masks,
+            eval_annotations=not train,
         )
         if not self.category_names:
             self.category_names = dict(dataset.category_names)

@@ -1,30 +1,28 @@
-"""Evaluation suite (DESIGN §7): COCO mask AP, Boundary AP, matched mIoU, stability,
-perturbation stability, distillation metrics, per-iteration and crowded-split reporting.
+"""Evaluation suite (DESIGN §7), COCO-scale and in SAM3's own semantics.
 
-Wiring in a LightningModule (evaluate() is collective under DDP and returns the same dict on
-every rank, so call it on all ranks and log without ``sync_dist``)::
+Pipeline per evaluation batch (see ``region_sam3.lit.module``)::
 
-    def on_validation_epoch_start(self):
-        self.evaluator.reset()            # self.evaluator = build_default_evaluators()
+    out = model(batch)                                   # final outputs (+ pred_masks_iter{t})
+    dets = PostProcessor(max_dets_per_image=100)(out, BatchLayout.from_batch(batch))
+    pool.add(dets, ground_truth_from_batch(batch))      # per-image top-K across batches
+    evaluators.process(*pool.pop_finished(batch.image_ids.tolist()))
+    ...
+    evaluators.process(*pool.flush()); metrics = evaluators.evaluate()  # collective under DDP
 
-    def validation_step(self, batch, batch_idx):
-        out = self.model(batch)
-        targets = [QueryTarget(image_id=..., category_id=..., masks=gt_masks_q, ...) for q ...]
-        per_t = {t: [QueryPrediction(masks=logits_t[q], scores=scores[q]) for q ...]
-                 for t, logits_t in enumerate(out["pred_masks_per_iter"])}
-        self.evaluator.process(per_t, targets)  # or a plain list for final masks only
-
-    def on_validation_epoch_end(self):
-        metrics = self.evaluator.evaluate()
-        self.log_dict({f"val/{k}": v for k, v in metrics.items()})
+Post-processing (``postprocess``) keeps the top-K detections over all prompts of an image,
+resizes only their masks to the original image size and RLE-encodes them on the logits' device;
+evaluators (``COCOMaskEvaluator``, ``BoundaryAPEvaluator``, ``CGF1Evaluator``,
+``MatchedIoUEvaluator``, ``StabilityEvaluator``, ``DistillationEvaluator``) consume the per-image
+RLE detections and COCO ground truth (crowd regions included) in the original frame.
 """
 
 from region_sam3.eval.base import (
     DatasetEvaluator,
     EvaluatorList,
-    QueryRecord,
+    ImageRecord,
     all_gather_objects,
-    image_instance_counts,
+    broadcast_from_main,
+    gather_to_main,
     split_by_instance_count,
 )
 from region_sam3.eval.boundary import (
@@ -32,7 +30,9 @@ from region_sam3.eval.boundary import (
     boundary_iou,
     boundary_width,
     mask_to_boundary,
+    rle_boundaries,
 )
+from region_sam3.eval.cgf1 import CGF1Evaluator
 from region_sam3.eval.coco_ap import COCOMaskEvaluator
 from region_sam3.eval.distill_metrics import (
     DistillationEvaluator,
@@ -40,6 +40,8 @@ from region_sam3.eval.distill_metrics import (
     zero_shot_accuracy,
 )
 from region_sam3.eval.matching import MatchedIoUEvaluator, hungarian_match, mask_iou_matrix
+from region_sam3.eval.pool import DetectionPool, ground_truth_from_batch
+from region_sam3.eval.postprocess import BatchLayout, PostProcessor
 from region_sam3.eval.report import (
     metrics_to_markdown,
     per_iteration_markdown,
@@ -52,25 +54,40 @@ from region_sam3.eval.stability import (
     perturbation_stability,
     stability_score,
 )
-from region_sam3.eval.types import QueryPrediction, QueryTarget
+from region_sam3.eval.types import (
+    ImageDetections,
+    ImageGroundTruth,
+    IterationMasks,
+    RegionPairs,
+    encode_masks,
+)
 
 __all__ = [
+    "BatchLayout",
     "BoundaryAPEvaluator",
+    "CGF1Evaluator",
     "COCOMaskEvaluator",
     "DatasetEvaluator",
+    "DetectionPool",
     "DistillationEvaluator",
     "EvaluatorList",
+    "ImageDetections",
+    "ImageGroundTruth",
+    "ImageRecord",
+    "IterationMasks",
     "MatchedIoUEvaluator",
-    "QueryPrediction",
-    "QueryRecord",
-    "QueryTarget",
+    "PostProcessor",
+    "RegionPairs",
     "StabilityEvaluator",
     "all_gather_objects",
     "boundary_iou",
     "boundary_width",
+    "broadcast_from_main",
     "build_default_evaluators",
+    "encode_masks",
+    "gather_to_main",
+    "ground_truth_from_batch",
     "hungarian_match",
-    "image_instance_counts",
     "mask_iou_matrix",
     "mask_to_boundary",
     "mean_cosine",
@@ -78,6 +95,7 @@ __all__ = [
     "per_iteration_markdown",
     "perturbation_stability",
     "plot_per_iteration",
+    "rle_boundaries",
     "save_metrics_json",
     "split_by_instance_count",
     "stability_score",
@@ -90,11 +108,17 @@ def build_default_evaluators(
     crowded_thresholds: tuple[int, ...] = (10,),
     boundary: bool = True,
     score_threshold: float = 0.5,
+    max_dets: int = 100,
+    cgf1: bool = True,
 ) -> EvaluatorList:
-    """The §7 mask suite: mask AP, Boundary AP, matched mIoU and stability score."""
-    evs: list[DatasetEvaluator] = [COCOMaskEvaluator(crowded_thresholds=crowded_thresholds)]
+    """The §7 suite: mask AP, Boundary AP, cgF1, matched mIoU and stability score."""
+    evs: list[DatasetEvaluator] = [
+        COCOMaskEvaluator(max_dets=max_dets, crowded_thresholds=crowded_thresholds)
+    ]
     if boundary:
-        evs.append(BoundaryAPEvaluator(crowded_thresholds=crowded_thresholds))
+        evs.append(BoundaryAPEvaluator(max_dets=max_dets, crowded_thresholds=crowded_thresholds))
+    if cgf1:
+        evs.append(CGF1Evaluator(crowded_thresholds=crowded_thresholds))
     evs.append(
         MatchedIoUEvaluator(score_threshold=score_threshold, crowded_thresholds=crowded_thresholds)
     )

@@ -1,98 +1,95 @@
-"""Evaluator base class (detectron2 ``DatasetEvaluator`` style) with DDP gathering.
+"""Evaluator base class (detectron2 ``DatasetEvaluator`` style) over per-image records.
 
-Life cycle: ``reset()`` at the start of an epoch, ``process(predictions, targets)`` per batch,
-``evaluate()`` at the end. ``process`` immediately reduces every query to a small picklable
-summary (RLE masks, a few floats) so that nothing dense is kept and the cross-rank gather is
-cheap.
+Life cycle: ``reset()`` at the start of an epoch, ``process(detections, ground_truth)`` with
+aligned lists of ``ImageDetections`` / ``ImageGroundTruth`` (original frame, RLEs; see
+``region_sam3.eval.types``), ``evaluate()`` at the end. ``process`` reduces every image to a
+small picklable summary (RLEs, a few floats) at once, so nothing dense is ever kept.
 
-DDP: ``evaluate()`` is collective. When ``torch.distributed`` is initialised with more than one
-rank, every rank sends its summaries to every other rank with ``all_gather_object`` and then
-*every rank computes the same metrics* from the merged list. This costs a redundant computation
-on ranks > 0 but means every rank returns the identical dict, so Lightning's ``self.log`` needs
-no ``sync_dist`` and no rank can deadlock waiting for a broadcast. Call ``evaluate()`` on all
-ranks (e.g. in ``on_validation_epoch_end``), never inside ``if rank == 0``.
+Per-iteration metrics: for every refinement iterate ``t`` carried by the detections the same
+summary is made from ``detections.view(t)`` and reported under ``iter{t}/``; the iterate that
+*is* the final mask (``final_iteration``) is not recomputed: its keys copy the final values.
 
-Duplicates: ``DistributedSampler`` pads the last batch by repeating samples; summaries with the
-same (iteration, image_id, category_id, query_id) key are therefore de-duplicated (the first
-one, in rank order, is kept).
+Crowded split: ``crowded_thresholds=(N, ...)`` additionally reports every metric on the images
+with ``>= N`` non-crowd GT instances under ``crowded{N}/`` with ``crowded{N}/num_images``. A
+group without images reports NaN values and its count 0 (never 0 or -1 as a metric value).
 
-Per-iteration metrics: ``predictions`` may be a mapping ``{t: [QueryPrediction, ...]}`` over
-refinement iterations; keys are then prefixed ``iter{t}/``. A plain sequence gives un-prefixed
-keys. Both can be mixed across calls.
-
-Crowded split: ``crowded_thresholds=(N, ...)`` additionally reports every metric on the subset
-of images with at least ``N`` GT instances, under ``crowded{N}/`` (see
-``split_by_instance_count``).
+DDP: ``evaluate()`` is collective. Summaries are gathered to rank 0 only (``gather_object``:
+ranks > 0 never hold other ranks' RLEs), rank 0 computes, and the metric dict is broadcast, so
+every rank returns the identical dict (log it without ``sync_dist``). Call it on all ranks.
+Images repeated by ``DistributedSampler`` padding are de-duplicated by image id.
 """
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch.distributed as dist
 
-from region_sam3.eval.types import QueryPrediction, QueryTarget
+from region_sam3.eval.types import ImageDetections, ImageGroundTruth
 
-GatherFn = Callable[[Any], list[Any]]
+GatherFn = Callable[[Any], list[Any] | None]
+BroadcastFn = Callable[[Any], Any]
 IterKey = int | None
-Predictions = Sequence[QueryPrediction] | Mapping[int, Sequence[QueryPrediction]]
 
 
 @dataclass
-class QueryRecord:
-    """Compact per-query summary produced by ``process`` (picklable, CPU only)."""
+class ImageRecord:
+    """Compact per-image summary produced by ``process`` (picklable, CPU only)."""
 
     image_id: int
-    category_id: int
-    query_id: int | None
-    num_gt: int
-    image_num_instances: int | None
+    num_instances: int
     data: Any
 
-    @property
-    def key(self) -> tuple[int, int, int | None]:
-        return (self.image_id, self.category_id, self.query_id)
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def gather_to_main(obj: Any) -> list[Any] | None:
+    """``[obj_rank0, obj_rank1, ...]`` on rank 0, ``None`` elsewhere; ``[obj]`` when not
+    distributed."""
+    if not _distributed():
+        return [obj]
+    main = dist.get_rank() == 0
+    out: list[Any] | None = [None] * dist.get_world_size() if main else None
+    dist.gather_object(obj, out, dst=0)
+    return out
+
+
+def broadcast_from_main(obj: Any) -> Any:
+    """Rank 0's ``obj`` on every rank (identity when not distributed)."""
+    if not _distributed():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def all_gather_objects(obj: Any) -> list[Any]:
-    """``[obj_rank0, obj_rank1, ...]``; ``[obj]`` when not running distributed."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    """``[obj_rank0, obj_rank1, ...]`` on every rank (kept for callers that need it)."""
+    if not _distributed():
         return [obj]
     out: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
     return out
 
 
-def image_instance_counts(records: Iterable[QueryRecord]) -> dict[int, int]:
-    """Number of GT instances per image: the explicit ``image_num_instances`` when given,
-    else the sum of ``num_gt`` over the (distinct) queries of the image."""
-    summed: dict[int, int] = defaultdict(int)
-    explicit: dict[int, int] = {}
-    for r in records:
-        summed[r.image_id] += r.num_gt
-        if r.image_num_instances is not None:
-            explicit[r.image_id] = max(explicit.get(r.image_id, 0), r.image_num_instances)
-    return {img: explicit.get(img, n) for img, n in summed.items()}
+def split_by_instance_count(records: Sequence[ImageRecord], min_instances: int) -> list[ImageRecord]:
+    """Records of the images with ``>= min_instances`` non-crowd GT instances."""
+    return [r for r in records if r.num_instances >= min_instances]
 
 
-def split_by_instance_count(
-    records: Sequence[QueryRecord], min_instances: int
-) -> list[QueryRecord]:
-    """Records of the images with ``>= min_instances`` GT instances (the crowded split)."""
-    counts = image_instance_counts(records)
-    return [r for r in records if counts[r.image_id] >= min_instances]
-
-
-def _dedupe(records: Iterable[QueryRecord]) -> list[QueryRecord]:
-    seen: set[tuple[int, int, int | None]] = set()
+def _dedupe(records: Iterable[ImageRecord]) -> list[ImageRecord]:
+    seen: set[int] = set()
     out = []
     for r in records:
-        if r.key not in seen:
-            seen.add(r.key)
+        if r.image_id not in seen:
+            seen.add(r.image_id)
             out.append(r)
     return out
 
@@ -101,99 +98,123 @@ def _iter_prefix(t: IterKey) -> str:
     return "" if t is None else f"iter{t}/"
 
 
+def nan_if_empty(values: dict[str, float], empty: bool) -> dict[str, float]:
+    """All values NaN when the group is empty, except counts (``num_*``) which stay 0."""
+    if not empty:
+        return values
+    return {k: (v if k.startswith("num_") else math.nan) for k, v in values.items()}
+
+
 class DatasetEvaluator(ABC):
-    """Base class: subclasses implement ``summarize`` (one query -> picklable data) and
-    ``compute`` (list of records -> ``{name: value}``); keys come out as ``{prefix}/{name}``.
+    """Base class: subclasses implement ``summarize`` (one image -> picklable data) and
+    ``compute`` (records -> ``{name: value}``, NaN where there is no data); keys come out as
+    ``{prefix}/{name}``.
 
     Args:
         prefix: metric namespace, e.g. ``"mask"`` gives ``mask/AP``.
         crowded_thresholds: also report metrics on images with ``>= N`` instances.
-        gather_fn: replaces ``all_gather_objects`` (tests, custom backends).
+        gather_fn / broadcast_fn: replace the DDP collectives (tests, custom backends).
     """
+
+    uses_iterations = True
 
     def __init__(
         self,
         prefix: str,
         crowded_thresholds: Sequence[int] = (),
         gather_fn: GatherFn | None = None,
+        broadcast_fn: BroadcastFn | None = None,
     ) -> None:
         self.prefix = prefix
         self.crowded_thresholds = tuple(crowded_thresholds)
-        self.gather_fn: GatherFn = gather_fn or all_gather_objects
-        self._records: dict[IterKey, list[QueryRecord]] = defaultdict(list)
+        self.gather_fn: GatherFn = gather_fn or gather_to_main
+        self.broadcast_fn: BroadcastFn = broadcast_fn or broadcast_from_main
+        self.reset()
 
     # -- subclass API -------------------------------------------------------------------------
     @abstractmethod
-    def summarize(self, pred: QueryPrediction, target: QueryTarget) -> Any:
-        """Reduce one query to small picklable data (no dense tensors)."""
+    def summarize(self, dets: ImageDetections, gt: ImageGroundTruth) -> Any:
+        """Reduce one image to small picklable data (no dense tensors)."""
 
     @abstractmethod
-    def compute(self, records: Sequence[QueryRecord]) -> dict[str, float]:
+    def compute(self, records: Sequence[ImageRecord]) -> dict[str, float]:
         """Metrics ``{name: value}`` over de-duplicated records of one iteration."""
 
     # -- public API ---------------------------------------------------------------------------
     def reset(self) -> None:
-        self._records = defaultdict(list)
+        self._records: dict[IterKey, list[ImageRecord]] = defaultdict(list)
+        self._final_alias: int | None = None
 
-    def process(self, predictions: Predictions, targets: Sequence[QueryTarget]) -> None:
-        """Summarise a batch. ``predictions``: aligned list, or ``{t: aligned list}``."""
-        items: Iterable[tuple[IterKey, Sequence[QueryPrediction]]]
-        if isinstance(predictions, Mapping):
-            items = predictions.items()
-        else:
-            items = [(None, predictions)]
-        for t, preds in items:
-            if len(preds) != len(targets):
-                raise ValueError(f"{len(preds)} predictions for {len(targets)} targets (t={t})")
-            for pred, tgt in zip(preds, targets):
-                if pred.masks.shape[-2:] != tgt.masks.shape[-2:]:
-                    raise ValueError(
-                        f"prediction {tuple(pred.masks.shape)} and target "
-                        f"{tuple(tgt.masks.shape)} resolutions differ"
-                    )
+    def process(
+        self, detections: Sequence[ImageDetections], ground_truth: Sequence[ImageGroundTruth]
+    ) -> None:
+        """Summarise aligned per-image detections and ground truth."""
+        if len(detections) != len(ground_truth):
+            raise ValueError(f"{len(detections)} detections for {len(ground_truth)} images")
+        for det, gt in zip(detections, ground_truth):
+            if det.image_id != gt.image_id or (det.height, det.width) != (gt.height, gt.width):
+                raise ValueError(
+                    f"detections of image {det.image_id} ({det.height}x{det.width}) do not "
+                    f"match ground truth of image {gt.image_id} ({gt.height}x{gt.width})"
+                )
+            views: list[IterKey] = [None]
+            if self.uses_iterations:
+                views += sorted(det.iterations)
+                if det.final_iteration is not None:
+                    self._final_alias = det.final_iteration
+            for t in views:
                 self._records[t].append(
-                    QueryRecord(
-                        image_id=int(tgt.image_id),
-                        category_id=int(tgt.category_id),
-                        query_id=tgt.query_id,
-                        num_gt=int(tgt.masks.shape[0]),
-                        image_num_instances=tgt.image_num_instances,
-                        data=self.summarize(pred, tgt),
-                    )
+                    ImageRecord(gt.image_id, gt.num_instances, self.summarize(det.view(t), gt))
                 )
 
-    def gathered_records(self) -> dict[IterKey, list[QueryRecord]]:
-        """Records of all ranks merged and de-duplicated (collective under DDP)."""
-        per_rank = self.gather_fn(dict(self._records))
-        merged: dict[IterKey, list[QueryRecord]] = defaultdict(list)
-        for rank_records in per_rank:
+    def gathered_records(self) -> dict[IterKey, list[ImageRecord]] | None:
+        """Records of all ranks merged and de-duplicated on rank 0 (None on other ranks)."""
+        per_rank = self.gather_fn((dict(self._records), self._final_alias))
+        if per_rank is None:
+            return None
+        merged: dict[IterKey, list[ImageRecord]] = defaultdict(list)
+        for rank_records, alias in per_rank:
+            if alias is not None:
+                self._final_alias = alias
             for t, recs in rank_records.items():
                 merged[t].extend(recs)
-        return {t: _dedupe(recs) for t, recs in merged.items()}
+        # Sorted by image id: metrics do not depend on how images were sharded over ranks.
+        return {t: sorted(_dedupe(recs), key=lambda r: r.image_id) for t, recs in merged.items()}
 
-    def evaluate(self) -> dict[str, float]:
-        """Metrics of everything processed since ``reset`` (identical on every rank)."""
+    def _group(self, recs: Sequence[ImageRecord], pre: str) -> dict[str, float]:
+        out = {f"{pre}{self.prefix}/{k}": v for k, v in self.compute(recs).items()}
+        return out
+
+    def _metrics(self, records: dict[IterKey, list[ImageRecord]]) -> dict[str, float]:
         out: dict[str, float] = {}
-        # Nothing processed (e.g. an empty sanity-check epoch): still return every key.
-        records = self.gathered_records() or {None: []}
+        records = records or {None: []}  # nothing processed: still return every key (NaN)
         for t in sorted(records, key=lambda k: -1 if k is None else k):
             recs = records[t]
-            for name, value in self.compute(recs).items():
-                out[f"{_iter_prefix(t)}{self.prefix}/{name}"] = value
+            out.update(self._group(recs, _iter_prefix(t)))
             for n in self.crowded_thresholds:
                 sub = split_by_instance_count(recs, n)
                 pre = f"{_iter_prefix(t)}crowded{n}/"
-                out[f"{pre}num_images"] = float(len({r.image_id for r in sub}))
-                for name, value in self.compute(sub).items():
-                    out[f"{pre}{self.prefix}/{name}"] = value
+                out[f"{pre}num_images"] = float(len(sub))
+                out.update(self._group(sub, pre))
+        alias = self._final_alias
+        if alias is not None and alias not in records and None in records:
+            # The final iterate: copy the final metrics instead of recomputing them.
+            for k in [k for k in out if not k.startswith("iter")]:
+                out[f"iter{alias}/{k}"] = out[k]
         return out
+
+    def evaluate(self) -> dict[str, float]:
+        """Metrics of everything processed since ``reset`` (identical on every rank)."""
+        records = self.gathered_records()
+        metrics = None if records is None else self._metrics(records)
+        return self.broadcast_fn(metrics)
 
 
 class EvaluatorList:
     """Runs several evaluators on the same stream; ``evaluate`` merges their dicts.
 
-    Key clashes raise, because two evaluators silently overwriting each other's numbers would
-    be a reporting bug.
+    Key clashes raise (two evaluators silently overwriting each other's numbers would be a
+    reporting bug); equal values are allowed (shared counts such as ``crowded10/num_images``).
     """
 
     def __init__(self, evaluators: Sequence[DatasetEvaluator]) -> None:
@@ -203,15 +224,18 @@ class EvaluatorList:
         for ev in self.evaluators:
             ev.reset()
 
-    def process(self, predictions: Predictions, targets: Sequence[QueryTarget]) -> None:
+    def process(
+        self, detections: Sequence[ImageDetections], ground_truth: Sequence[ImageGroundTruth]
+    ) -> None:
         for ev in self.evaluators:
-            ev.process(predictions, targets)
+            ev.process(detections, ground_truth)
 
     def evaluate(self) -> dict[str, float]:
         out: dict[str, float] = {}
         for ev in self.evaluators:
             for k, v in ev.evaluate().items():
-                if k in out and out[k] != v:
+                same = k in out and (out[k] == v or (math.isnan(out[k]) and math.isnan(v)))
+                if k in out and not same:
                     raise KeyError(f"metric {k!r} produced twice with different values")
                 out[k] = v
         return out

@@ -1,139 +1,113 @@
-"""COCO mask AP (pycocotools ``COCOeval``, iouType ``segm``, maxDets 100) built in memory.
+"""COCO mask AP: pycocotools ``COCOeval`` (iouType ``segm``, maxDets 1/10/100) fed exactly as a
+COCO results file would be: ground truth in the original frame with its ``area`` and
+``iscrowd`` (crowd regions are ignore regions, detections on them are not false positives),
+detections through ``COCO.loadRes``. AP is never re-implemented here.
 
-Each find query is one COCO (imgId, catId) pair: ``imgId = target.image_id`` and
-``catId = target.category_id``. Predictions and GT are stored as RLE, areas are rescaled to
-original-image pixels (``QueryTarget.orig_size``) so the S/M/L buckets keep COCO's meaning.
-AP is never re-implemented here: ``COCOeval`` does matching, accumulation and summarising.
-
-Keys (``prefix`` default ``"mask"``): ``AP AP50 AP75 AP_S AP_M AP_L AR1 AR10 AR100``, values in
-[0, 1], ``-1`` where COCO has nothing to average (e.g. no small GT -> ``AP_S = -1``).
+Keys (``prefix`` default ``"mask"``): ``AP AP50 AP75 AP_S AP_M AP_L AR1 AR10 AR100`` in [0, 1];
+NaN where COCO has nothing to average (COCO prints -1, e.g. ``AP_S`` without small GT, or an
+empty group), plus the counts ``num_images``, ``num_gt`` (non-crowd) and ``num_dets``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import pycocotools.mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from region_sam3.eval.base import DatasetEvaluator, GatherFn, QueryRecord
-from region_sam3.eval.types import QueryPrediction, QueryTarget, encode_masks, keep_top
-
-__all__ = ["COCOMaskEvaluator", "encode_masks", "build_coco", "run_cocoeval"]
+from region_sam3.eval.base import DatasetEvaluator, GatherFn, ImageRecord, nan_if_empty
+from region_sam3.eval.types import ImageDetections, ImageGroundTruth
 
 # Positions in COCOeval.stats (segm / bbox summarize()).
 STAT_NAMES = ("AP", "AP50", "AP75", "AP_S", "AP_M", "AP_L", "AR1", "AR10", "AR100")
 
 
 @dataclass
-class CocoQuerySummary:
-    """RLE summary of one query. Areas are in original-image pixels."""
+class CocoImageSummary:
+    """What COCOeval needs of one image: its record, GT annotations and results."""
 
-    height: int
-    width: int
-    dt_rles: list[dict[str, Any]]
-    dt_scores: list[float]
-    dt_areas: list[float]
-    gt_rles: list[dict[str, Any]]
-    gt_areas: list[float]
-    gt_iscrowd: list[int]
+    image: dict[str, int]
+    gt: list[dict[str, Any]]
+    dt: list[dict[str, Any]]
+    categories: tuple[int, ...]
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def summarize_coco(
-    pred: QueryPrediction, target: QueryTarget, max_dets: int = 100
-) -> CocoQuerySummary:
-    """RLE-encode the top ``max_dets`` predictions (by score) and all GT of a query."""
-    keep = keep_top(pred.scores, None, max_dets)
-    scale = target.area_scale()
-    dt_rles = pred.rles(keep)
-    gt_rles = target.rles()
-    h, w = target.masks.shape[-2:]
-    return CocoQuerySummary(
-        height=int(h),
-        width=int(w),
-        dt_rles=dt_rles,
-        dt_scores=[float(s) for s in pred.scores.detach().float().cpu()[keep]],
-        dt_areas=[float(a) * scale for a in mask_utils.area(dt_rles)] if dt_rles else [],
-        gt_rles=gt_rles,
-        gt_areas=[float(a) * scale for a in mask_utils.area(gt_rles)] if gt_rles else [],
-        gt_iscrowd=[int(c) for c in target.crowd_flags()],
+def summarize_coco(dets: ImageDetections, gt: ImageGroundTruth) -> CocoImageSummary:
+    """COCO results (``image_id, category_id, segmentation, score``) + GT of one image."""
+    dt = [
+        {"image_id": dets.image_id, "category_id": int(c), "segmentation": rle,
+         "score": float(s)}
+        for c, rle, s in zip(dets.labels, dets.rles, dets.scores)
+    ]
+    gts = [{**a, "image_id": gt.image_id} for a in gt.annotations]
+    cats = set(gt.prompted_category_ids) | {int(c) for c in dets.labels}
+    return CocoImageSummary(
+        image={"id": gt.image_id, "height": gt.height, "width": gt.width},
+        gt=gts, dt=dt, categories=tuple(sorted(cats)),
     )
 
 
-def build_coco(records: Sequence[QueryRecord], extra_keys: Sequence[str] = ()) -> tuple[COCO, COCO]:
-    """In-memory (gt, dt) COCO objects. ``extra_keys`` copies ``summary.extra[k][i]`` into
-    annotation ``i`` under key ``k`` (e.g. boundary RLEs) for both GT (``gt_{k}``) and dt
-    (``dt_{k}``)."""
-    images: dict[int, dict[str, int]] = {}
-    cats: set[int] = set()
-    gt_anns: list[dict[str, Any]] = []
-    dt_anns: list[dict[str, Any]] = []
+def build_coco(records: Sequence[ImageRecord]) -> tuple[COCO, COCO]:
+    """In-memory (gt, dt) COCO objects; dt through ``COCO.loadRes`` as for a results file.
+
+    GT annotation ids are renumbered from 1 (COCOeval reads id 0 as "unmatched").
+    """
+    images, cats, gt_anns, dt_anns = [], set(), [], []
     for r in records:
-        s: CocoQuerySummary = r.data
-        images.setdefault(r.image_id, {"id": r.image_id, "height": s.height, "width": s.width})
-        cats.add(r.category_id)
-        for i, rle in enumerate(s.gt_rles):
-            ann = {
-                # COCO ids must be > 0: 0 means "unmatched" inside COCOeval.
-                "id": len(gt_anns) + 1,
-                "image_id": r.image_id,
-                "category_id": r.category_id,
-                "segmentation": rle,
-                "area": s.gt_areas[i],
-                "bbox": [float(v) for v in mask_utils.toBbox(rle)],
-                "iscrowd": s.gt_iscrowd[i],
-            }
-            for k in extra_keys:
-                ann[k] = s.extra[f"gt_{k}"][i]
-            gt_anns.append(ann)
-        for i, rle in enumerate(s.dt_rles):
-            ann = {
-                "id": len(dt_anns) + 1,
-                "image_id": r.image_id,
-                "category_id": r.category_id,
-                "segmentation": rle,
-                "score": s.dt_scores[i],
-                "area": s.dt_areas[i],
-                "bbox": [float(v) for v in mask_utils.toBbox(rle)],
-                "iscrowd": 0,
-            }
-            for k in extra_keys:
-                ann[k] = s.extra[f"dt_{k}"][i]
-            dt_anns.append(ann)
-    img_list = list(images.values())
-    cat_list = [{"id": c} for c in sorted(cats)]
-    coco_gt, coco_dt = COCO(), COCO()
-    coco_gt.dataset = {"images": img_list, "categories": cat_list, "annotations": gt_anns}
-    coco_dt.dataset = {"images": img_list, "categories": cat_list, "annotations": dt_anns}
-    with contextlib.redirect_stdout(io.StringIO()):  # createIndex prints
+        s: CocoImageSummary = r.data
+        images.append(s.image)
+        cats.update(s.categories)
+        for a in s.gt:
+            gt_anns.append({**a, "id": len(gt_anns) + 1})
+        dt_anns.extend(copy.copy(d) for d in s.dt)  # loadRes writes ids/areas into the dicts
+    coco_gt = COCO()
+    coco_gt.dataset = {"images": images, "categories": [{"id": c} for c in sorted(cats)],
+                       "annotations": gt_anns}
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints
         coco_gt.createIndex()
-        coco_dt.createIndex()
+        if dt_anns:
+            coco_dt = coco_gt.loadRes(dt_anns)
+        else:
+            coco_dt = COCO()
+            coco_dt.dataset = {"images": images, "categories": coco_gt.dataset["categories"],
+                               "annotations": []}
+            coco_dt.createIndex()
     return coco_gt, coco_dt
 
 
 def run_cocoeval(
     coco_gt: COCO, coco_dt: COCO, max_dets: int = 100, eval_cls: type[COCOeval] = COCOeval
 ) -> dict[str, float]:
-    """Run ``eval_cls`` (segm) and return ``{STAT_NAME: value}``."""
+    """Run ``eval_cls`` (segm) and return ``{STAT_NAME: value}`` (COCO's -1 -> NaN)."""
     if not coco_gt.dataset["images"]:
-        return {k: -1.0 for k in STAT_NAMES}
+        return {k: math.nan for k in STAT_NAMES}
     ev = eval_cls(coco_gt, coco_dt, iouType="segm")
     ev.params.maxDets = [1, 10, max_dets]
     with contextlib.redirect_stdout(io.StringIO()):
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
-    return {k: float(v) for k, v in zip(STAT_NAMES, ev.stats[: len(STAT_NAMES)])}
+    return {k: (math.nan if v < 0 else float(v))
+            for k, v in zip(STAT_NAMES, ev.stats[: len(STAT_NAMES)])}
+
+
+def coco_counts(records: Sequence[ImageRecord]) -> dict[str, float]:
+    return {
+        "num_images": float(len(records)),
+        "num_gt": float(sum(1 for r in records for a in r.data.gt if not a.get("iscrowd", 0))),
+        "num_dets": float(sum(len(r.data.dt) for r in records)),
+    }
 
 
 class COCOMaskEvaluator(DatasetEvaluator):
-    """COCO mask AP over find queries (see module docstring for keys)."""
+    """COCO mask AP over per-image detections (see module docstring for keys)."""
 
     def __init__(
         self,
@@ -141,13 +115,15 @@ class COCOMaskEvaluator(DatasetEvaluator):
         max_dets: int = 100,
         crowded_thresholds: Sequence[int] = (),
         gather_fn: GatherFn | None = None,
+        broadcast_fn=None,
     ) -> None:
-        super().__init__(prefix, crowded_thresholds, gather_fn)
+        super().__init__(prefix, crowded_thresholds, gather_fn, broadcast_fn)
         self.max_dets = max_dets
 
-    def summarize(self, pred: QueryPrediction, target: QueryTarget) -> CocoQuerySummary:
-        return summarize_coco(pred, target, self.max_dets)
+    def summarize(self, dets: ImageDetections, gt: ImageGroundTruth) -> CocoImageSummary:
+        return summarize_coco(dets, gt)
 
-    def compute(self, records: Sequence[QueryRecord]) -> dict[str, float]:
+    def compute(self, records: Sequence[ImageRecord]) -> dict[str, float]:
         coco_gt, coco_dt = build_coco(records)
-        return run_cocoeval(coco_gt, coco_dt, self.max_dets)
+        out = run_cocoeval(coco_gt, coco_dt, self.max_dets)
+        return nan_if_empty({**out, **coco_counts(records)}, not records)

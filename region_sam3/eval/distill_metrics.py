@@ -2,10 +2,10 @@
 
 ``mean_cosine`` and ``zero_shot_accuracy`` are pure functions usable anywhere (e.g. on the
 matched pairs the training loss already has). ``DistillationEvaluator`` computes them over a
-dataset: for each query, student region embeddings of predictions are paired with the teacher
-embeddings of GT instances -- via ``QueryPrediction.gt_index`` when the caller provides the
-training matcher's assignment, else by Hungarian mask-IoU matching -- and every paired region
-is classified against the category text embeddings (label = the query's ``category_id``).
+dataset from ``ImageDetections.region_pairs``: for every non-crowd GT instance, the student
+region embedding of the query SAM3's matcher assigns to it (box + class costs, independent of
+the per-image top-K and of mask quality) paired with the teacher embedding of the instance;
+every pair is classified against the category text embeddings (label = the prompted category).
 
 Keys (prefix ``"distill"``): ``cosine``, ``top1``, ``top5``, ``teacher_top1``,
 ``teacher_top5`` (the teacher's own zero-shot accuracy on the same regions: the ceiling the
@@ -22,9 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from region_sam3.eval.base import DatasetEvaluator, GatherFn, QueryRecord
-from region_sam3.eval.matching import hungarian_match, rle_iou_matrix
-from region_sam3.eval.types import QueryPrediction, QueryTarget
+from region_sam3.eval.base import DatasetEvaluator, GatherFn, ImageRecord
+from region_sam3.eval.types import ImageDetections, ImageGroundTruth
 
 
 def cosine_per_pair(student: Tensor, teacher: Tensor) -> Tensor:
@@ -81,6 +80,8 @@ class DistillationEvaluator(DatasetEvaluator):
         topk: accuracies to report.
     """
 
+    uses_iterations = False  # region embeddings exist for the final queries only
+
     def __init__(
         self,
         text_embeds: Tensor,
@@ -89,41 +90,31 @@ class DistillationEvaluator(DatasetEvaluator):
         topk: Sequence[int] = (1, 5),
         crowded_thresholds: Sequence[int] = (),
         gather_fn: GatherFn | None = None,
+        broadcast_fn=None,
     ) -> None:
-        super().__init__(prefix, crowded_thresholds, gather_fn)
+        super().__init__(prefix, crowded_thresholds, gather_fn, broadcast_fn)
         if text_embeds.shape[0] != len(category_ids):
             raise ValueError("one text embedding per category id")
         self.text_embeds = text_embeds.detach().float().cpu()
         self.cat_to_row = {int(c): i for i, c in enumerate(category_ids)}
         self.topk = tuple(topk)
 
-    def _pairs(self, pred: QueryPrediction, target: QueryTarget) -> tuple[Tensor, Tensor]:
-        if pred.gt_index is not None:
-            gi = pred.gt_index.detach().cpu().long()
-            rows = torch.nonzero(gi >= 0).flatten()
-            return rows, gi[rows]
-        iou = rle_iou_matrix(pred.rles(), target.rles())
-        r, c = hungarian_match(iou)
-        return torch.from_numpy(r), torch.from_numpy(c)
-
-    def summarize(self, pred: QueryPrediction, target: QueryTarget) -> DistillSummary:
-        if pred.region_embeds is None or target.teacher_embeds is None:
+    def summarize(self, dets: ImageDetections, gt: ImageGroundTruth) -> DistillSummary:
+        pairs = dets.region_pairs
+        if pairs is None or len(pairs.category_ids) == 0:
             return DistillSummary([], [], [])
-        rows, cols = self._pairs(pred, target)
-        crowd = torch.from_numpy(target.crowd_flags())
-        ok = ~crowd[cols] if len(cols) else torch.zeros(0, dtype=torch.bool)
-        rows, cols = rows[ok], cols[ok]
-        student = pred.region_embeds.detach().cpu().float()[rows]
-        teacher = target.teacher_embeds.detach().cpu().float()[cols]
+        student = torch.from_numpy(pairs.student).float()
+        teacher = torch.from_numpy(pairs.teacher).float()
         summary = DistillSummary(cosine_per_pair(student, teacher).tolist(), [], [])
-        row = self.cat_to_row.get(int(target.category_id))
-        if row is not None and len(rows):
-            labels = torch.full((len(rows),), row, dtype=torch.long)
-            summary.student_ranks = label_ranks(student, self.text_embeds, labels).tolist()
-            summary.teacher_ranks = label_ranks(teacher, self.text_embeds, labels).tolist()
+        rows = [self.cat_to_row.get(int(c)) for c in pairs.category_ids]
+        known = torch.tensor([r is not None for r in rows], dtype=torch.bool)
+        if known.any():
+            labels = torch.tensor([r for r in rows if r is not None], dtype=torch.long)
+            summary.student_ranks = label_ranks(student[known], self.text_embeds, labels).tolist()
+            summary.teacher_ranks = label_ranks(teacher[known], self.text_embeds, labels).tolist()
         return summary
 
-    def compute(self, records: Sequence[QueryRecord]) -> dict[str, float]:
+    def compute(self, records: Sequence[ImageRecord]) -> dict[str, float]:
         cos = np.array([v for r in records for v in r.data.cosines], dtype=np.float64)
         s_ranks = np.array([v for r in records for v in r.data.student_ranks])
         t_ranks = np.array([v for r in records for v in r.data.teacher_ranks])

@@ -1,15 +1,21 @@
-"""mIoU of Hungarian-matched masks.
+"""mIoU of matched masks, with and without a score threshold.
 
-Per query: keep predictions with ``score >= score_threshold`` (at most ``max_keep``, by score),
-compute the ``[P, T]`` IoU matrix with the GT, solve the assignment maximising total IoU
-(``scipy.optimize.linear_sum_assignment``), and give every non-crowd GT the IoU of its match
-(0 when unmatched: a missed object costs as much as a wrong one). ``mIoU`` is the mean over all
-GT instances of the dataset, so images with many objects weigh more, as in instance metrics.
+Per (image, prompted category), in the original frame: the detections labelled with the
+category (the image's top-K, see ``postprocess``) against its non-crowd GT.
 
-Keys (prefix ``"miou"``): ``mIoU`` (over GT, unmatched = 0), ``matched_IoU`` (over matched
-pairs only), ``num_gt``, ``num_unmatched_pred`` (kept predictions left without GT: false
-positives at this threshold), and with ``boundary=True`` ``mBoundaryIoU`` (Boundary IoU of the
-same pairs, unmatched = 0).
+* Thresholded: keep detections with ``score >= score_threshold``, solve the assignment
+  maximising total IoU (``scipy.optimize.linear_sum_assignment``) and give every GT the IoU of
+  its match (0 when unmatched: a missed object costs as much as a wrong one).
+* Threshold-free (``*_topk``): every GT gets the IoU of its best-overlapping detection among the
+  top-K, whatever its score, so a well-segmenting but under-confident model does not read as
+  "every mask wrong".
+
+Means are over all GT instances of the dataset (images with many objects weigh more).
+
+Keys (prefix ``"miou"``): ``mIoU`` (thresholded, unmatched = 0), ``matched_IoU`` (thresholded,
+matched pairs only), ``mIoU_topk`` (threshold-free), ``num_gt``, ``num_unmatched_pred`` (kept
+detections left without GT: false positives at this threshold), and with ``boundary=True``
+``mBoundaryIoU`` (Boundary IoU of the thresholded pairs, unmatched = 0). NaN without GT.
 """
 
 from __future__ import annotations
@@ -23,9 +29,8 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
-from region_sam3.eval.base import DatasetEvaluator, GatherFn, QueryRecord
-from region_sam3.eval.boundary import mask_to_boundary
-from region_sam3.eval.types import QueryPrediction, QueryTarget, keep_top
+from region_sam3.eval.base import DatasetEvaluator, GatherFn, ImageRecord
+from region_sam3.eval.types import ImageDetections, ImageGroundTruth
 
 
 def mask_iou_matrix(a: Tensor, b: Tensor) -> Tensor:
@@ -63,10 +68,24 @@ def hungarian_match(iou: Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 @dataclass
-class MatchSummary:
-    gt_iou: list[float]  # one per non-crowd GT, 0 when unmatched
-    gt_boundary_iou: list[float] | None
-    num_unmatched_pred: int
+class CategoryGroup:
+    """Detections and non-crowd GT of one (image, prompted category)."""
+
+    dt_index: np.ndarray  # [P] indices into the image's detections, by descending score
+    gt_rles: list[dict]
+    iou: np.ndarray  # [P, T]
+
+
+def category_groups(dets: ImageDetections, gt: ImageGroundTruth) -> list[CategoryGroup]:
+    """One group per prompted category (RLE IoU, pycocotools)."""
+    groups = []
+    for c in gt.prompted_category_ids:
+        dt_index = np.flatnonzero(dets.labels == c)
+        gt_rles = [a["segmentation"] for a in gt.annotations
+                   if int(a["category_id"]) == c and not a.get("iscrowd", 0)]
+        iou = rle_iou_matrix([dets.rles[i] for i in dt_index], gt_rles)
+        groups.append(CategoryGroup(dt_index, gt_rles, iou))
+    return groups
 
 
 def rle_iou_matrix(dt_rles: list[dict], gt_rles: list[dict]) -> np.ndarray:
@@ -77,67 +96,81 @@ def rle_iou_matrix(dt_rles: list[dict], gt_rles: list[dict]) -> np.ndarray:
     return np.asarray(mask_utils.iou(dt_rles, gt_rles, [0] * len(gt_rles)), dtype=np.float64)
 
 
-def match_query(
-    pred: QueryPrediction,
-    target: QueryTarget,
-    keep: Tensor,
+@dataclass
+class MatchSummary:
+    gt_iou: list[float]  # one per non-crowd GT, thresholded Hungarian, 0 when unmatched
+    gt_best_iou: list[float]  # one per non-crowd GT, best detection among the top-K
+    gt_boundary_iou: list[float] | None
+    num_unmatched_pred: int
+
+
+def _pair_boundary_iou(dt: list[dict], gt: list[dict]) -> list[float]:
+    from region_sam3.eval.boundary import rle_boundaries
+
+    bd, bg = rle_boundaries(dt), rle_boundaries(gt)
+    inter = [float(mask_utils.area(mask_utils.merge([a, b], intersect=True))) for a, b in zip(bd, bg)]
+    union = [float(mask_utils.area(mask_utils.merge([a, b]))) for a, b in zip(bd, bg)]
+    return [i / u if u > 0 else 1.0 for i, u in zip(inter, union)]
+
+
+def match_image(
+    dets: ImageDetections, gt: ImageGroundTruth, score_threshold: float | None,
     boundary: bool = False,
 ) -> MatchSummary:
-    """Hungarian-match kept predictions ``keep`` ([K] indices) to the non-crowd GT."""
-    noncrowd = np.flatnonzero(~target.crowd_flags())
-    gt_rles = [target.rles()[j] for j in noncrowd]
-    iou = rle_iou_matrix(pred.rles(keep), gt_rles)
-    rows, cols = hungarian_match(iou)
-    gt_iou = np.zeros(len(gt_rles))
-    gt_iou[cols] = iou[rows, cols]
-    gt_biou = None
-    if boundary:
-        gt_biou_arr = np.zeros(len(gt_rles))
-        if len(rows):
-            bp = mask_to_boundary(pred.binary_masks(keep[torch.from_numpy(rows)]))
-            bg = mask_to_boundary(target.binary_masks()[torch.from_numpy(noncrowd[cols])])
-            inter = (bp & bg).flatten(1).sum(1).double()
-            union = (bp | bg).flatten(1).sum(1).double()
-            gt_biou_arr[cols] = torch.where(union > 0, inter / union.clamp_min(1), 1.0).numpy()
-        gt_biou = gt_biou_arr.tolist()
-    return MatchSummary(
-        gt_iou=gt_iou.tolist(),
-        gt_boundary_iou=gt_biou,
-        num_unmatched_pred=int(len(keep) - len(rows)),
-    )
+    gt_iou, best, biou, unmatched = [], [], [], 0
+    for g in category_groups(dets, gt):
+        n_gt = len(g.gt_rles)
+        best.extend(g.iou.max(0).tolist() if g.iou.shape[0] else [0.0] * n_gt)
+        keep = np.ones(len(g.dt_index), dtype=bool)
+        if score_threshold is not None:
+            keep = dets.scores[g.dt_index] >= score_threshold
+        iou = g.iou[keep]
+        rows, cols = hungarian_match(iou)
+        per = np.zeros(n_gt)
+        per[cols] = iou[rows, cols]
+        gt_iou.extend(per.tolist())
+        unmatched += int(keep.sum()) - len(rows)
+        if boundary:
+            per_b = np.zeros(n_gt)
+            kept = g.dt_index[keep]
+            per_b[cols] = _pair_boundary_iou([dets.rles[kept[r]] for r in rows],
+                                             [g.gt_rles[c] for c in cols])
+            biou.extend(per_b.tolist())
+    return MatchSummary(gt_iou, best, biou if boundary else None, unmatched)
+
+
+def _mean(values: list[float]) -> float:
+    return float(np.mean(values)) if values else float("nan")
 
 
 class MatchedIoUEvaluator(DatasetEvaluator):
-    """mIoU of Hungarian-matched masks (see module docstring)."""
+    """mIoU of matched masks (see module docstring)."""
 
     def __init__(
         self,
         prefix: str = "miou",
         score_threshold: float | None = 0.5,
-        max_keep: int | None = 100,
         boundary: bool = False,
         crowded_thresholds: Sequence[int] = (),
         gather_fn: GatherFn | None = None,
+        broadcast_fn=None,
     ) -> None:
-        super().__init__(prefix, crowded_thresholds, gather_fn)
+        super().__init__(prefix, crowded_thresholds, gather_fn, broadcast_fn)
         self.score_threshold = score_threshold
-        self.max_keep = max_keep
         self.boundary = boundary
 
-    def summarize(self, pred: QueryPrediction, target: QueryTarget) -> MatchSummary:
-        keep = keep_top(pred.scores, self.score_threshold, self.max_keep)
-        return match_query(pred, target, keep, self.boundary)
+    def summarize(self, dets: ImageDetections, gt: ImageGroundTruth) -> MatchSummary:
+        return match_image(dets, gt, self.score_threshold, self.boundary)
 
-    def compute(self, records: Sequence[QueryRecord]) -> dict[str, float]:
-        ious = np.array([v for r in records for v in r.data.gt_iou], dtype=np.float64)
-        matched = ious[ious > 0]
+    def compute(self, records: Sequence[ImageRecord]) -> dict[str, float]:
+        ious = [v for r in records for v in r.data.gt_iou]
         out = {
-            "mIoU": float(ious.mean()) if ious.size else float("nan"),
-            "matched_IoU": float(matched.mean()) if matched.size else float("nan"),
-            "num_gt": float(ious.size),
+            "mIoU": _mean(ious),
+            "matched_IoU": _mean([v for v in ious if v > 0]),
+            "mIoU_topk": _mean([v for r in records for v in r.data.gt_best_iou]),
+            "num_gt": float(len(ious)),
             "num_unmatched_pred": float(sum(r.data.num_unmatched_pred for r in records)),
         }
         if self.boundary:
-            b = np.array([v for r in records for v in r.data.gt_boundary_iou], dtype=np.float64)
-            out["mBoundaryIoU"] = float(b.mean()) if b.size else float("nan")
+            out["mBoundaryIoU"] = _mean([v for r in records for v in r.data.gt_boundary_iou])
         return out

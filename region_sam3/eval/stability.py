@@ -18,15 +18,18 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from region_sam3.eval.base import DatasetEvaluator, GatherFn, QueryRecord
-from region_sam3.eval.matching import hungarian_match, mask_iou_matrix
-from region_sam3.eval.types import MaskKind, QueryPrediction, QueryTarget, binarize, keep_top
+from region_sam3.eval.base import DatasetEvaluator, GatherFn, ImageRecord
+from region_sam3.eval.matching import category_groups, hungarian_match, mask_iou_matrix
+from region_sam3.eval.types import ImageDetections, ImageGroundTruth
+
+MaskKind = Literal["logits", "probs", "binary"]
 
 STABILITY_DELTA = 1.0
 
@@ -55,38 +58,78 @@ def stability_score(
 
 @dataclass
 class StabilitySummary:
-    scores: list[float]
+    scores: list[float]  # stability of detections with score >= threshold
+    matched: list[float]  # stability of the best-IoU detection of each non-crowd GT
 
 
 class StabilityEvaluator(DatasetEvaluator):
-    """Mean SAM stability score over kept predictions (``score >= score_threshold``, top
-    ``max_keep``). Keys (prefix ``"stability"``): ``score``, ``num_masks``. Binary predictions
-    are skipped (their stability is undefined)."""
+    """SAM stability score of the evaluated masks (computed per kept mask in the original
+    frame by ``postprocess``).
+
+    Keys (prefix ``"stability"``): ``score`` / ``num_masks`` over detections with
+    ``score >= score_threshold``; threshold-free ``score_topk`` / ``num_gt_matched``: the
+    stability of the best-overlapping detection (IoU > 0, among the top-K of the GT's
+    category) of each non-crowd GT. NaN when there is nothing to average.
+    """
 
     def __init__(
         self,
         prefix: str = "stability",
-        delta: float = STABILITY_DELTA,
         score_threshold: float | None = 0.5,
-        max_keep: int | None = 100,
         crowded_thresholds: Sequence[int] = (),
         gather_fn: GatherFn | None = None,
+        broadcast_fn=None,
     ) -> None:
-        super().__init__(prefix, crowded_thresholds, gather_fn)
-        self.delta = delta
+        super().__init__(prefix, crowded_thresholds, gather_fn, broadcast_fn)
         self.score_threshold = score_threshold
-        self.max_keep = max_keep
 
-    def summarize(self, pred: QueryPrediction, target: QueryTarget) -> StabilitySummary:
-        if pred.mask_kind == "binary":
-            return StabilitySummary([])
-        keep = keep_top(pred.scores, self.score_threshold, self.max_keep)
-        masks = pred.masks.detach()[keep.to(pred.masks.device)]
-        return StabilitySummary(stability_score(masks, self.delta, pred.mask_kind).tolist())
+    def summarize(self, dets: ImageDetections, gt: ImageGroundTruth) -> StabilitySummary:
+        keep = np.ones(len(dets), dtype=bool)
+        if self.score_threshold is not None:
+            keep = dets.scores >= self.score_threshold
+        matched = []
+        for g in category_groups(dets, gt):
+            if g.iou.size == 0:
+                continue
+            best = g.iou.argmax(0)
+            ok = g.iou[best, np.arange(g.iou.shape[1])] > 0
+            matched.extend(dets.stability[g.dt_index[best[ok]]].tolist())
+        return StabilitySummary(dets.stability[keep].tolist(), matched)
 
-    def compute(self, records: Sequence[QueryRecord]) -> dict[str, float]:
+    def compute(self, records: Sequence[ImageRecord]) -> dict[str, float]:
         s = np.array([v for r in records for v in r.data.scores], dtype=np.float64)
-        return {"score": float(s.mean()) if s.size else float("nan"), "num_masks": float(s.size)}
+        m = np.array([v for r in records for v in r.data.matched], dtype=np.float64)
+        return {
+            "score": float(s.mean()) if s.size else float("nan"),
+            "num_masks": float(s.size),
+            "score_topk": float(m.mean()) if m.size else float("nan"),
+            "num_gt_matched": float(m.size),
+        }
+
+
+def binarize(masks: Tensor, kind: MaskKind) -> Tensor:
+    """Threshold ``[..., H, W]`` masks into bool on CPU (logits > 0, probs > 0.5)."""
+    masks = masks.detach()
+    if kind == "logits":
+        out = masks > 0
+    elif kind == "probs":
+        out = masks > 0.5
+    elif kind == "binary":
+        out = masks.bool()
+    else:
+        raise ValueError(f"unknown mask kind {kind!r}")
+    return out.cpu()
+
+
+def keep_top(scores: Tensor, score_threshold: float | None, max_keep: int | None) -> Tensor:
+    """Indices ``[K]`` with score >= threshold, highest ``max_keep``, by score (stable sort)."""
+    scores = scores.detach().float().cpu()
+    order = torch.sort(scores, descending=True, stable=True).indices
+    if score_threshold is not None:
+        order = order[scores[order] >= score_threshold]
+    if max_keep is not None:
+        order = order[:max_keep]
+    return order
 
 
 # ---------------------------------------------------------------------------------------------

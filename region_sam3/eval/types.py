@@ -1,179 +1,184 @@
-"""Input records of the evaluation suite.
+"""Input records of the evaluation suite: per-image detections and ground truth, both in the
+**original image frame** (the size of the file on disk), both compact (RLEs, a few floats).
 
-One *find query* is one (image, text prompt) pair, exactly what SAM3 calls a query and what the
-heads batch over. Every evaluator consumes a list of ``QueryPrediction`` and an aligned list of
-``QueryTarget`` (same length, same order). All tensors are per query, on any device (they are
-moved to CPU when summarised) and at one evaluation resolution ``H x W`` shared by prediction and
-target of the same query.
+``ImageDetections`` is what ``region_sam3.eval.postprocess`` produces from model outputs: the
+top ``max_dets_per_image`` detections over *all prompts of one image* (SAM3's
+``PostProcessImage`` semantics), each with a score, a label (the prompted category id), an xyxy
+box and a COCO RLE. Per-iteration masks of the region head ride along in ``iterations`` for the
+*same* detections (the final iterate's top-K selection).
 
-The LightningModule converts model outputs into these records: resize ``pred_masks`` to the GT
-resolution, take ``scores = sigmoid(pred_logits) * sigmoid(presence_logit)``, and pass the
-refinement iterates as a mapping ``{t: [QueryPrediction, ...]}`` to get per-iteration metrics.
+``ImageGroundTruth`` is one image's COCO annotations (RLE, ``area``, ``iscrowd``) for the
+categories that were prompted, plus the image's instance count (crowded split).
+
+Memory: one image costs ``K`` RLEs per mask source (final + one per iteration that differs from
+the final) plus ``K`` floats; an RLE of a typical object mask at 640x480 is a few hundred bytes.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import pycocotools.mask as mask_utils
 import torch
 from torch import Tensor
 
-MaskKind = Literal["logits", "probs", "binary"]
-
 
 @dataclass
-class QueryPrediction:
-    """Predictions of one find query.
+class IterationMasks:
+    """Masks of one refinement iterate for the detections of an ``ImageDetections``.
 
     Attributes:
-        masks: ``[Q, H, W]`` mask logits (``mask_kind="logits"``, thresholded at 0), probabilities
-            (``"probs"``, thresholded at 0.5) or bool masks (``"binary"``).
-        scores: ``[Q]`` confidence in [0, 1] used for ranking (COCO AP) and score thresholds.
-        boxes: optional ``[Q, 4]`` xyxy boxes in pixels of the ``H x W`` frame (not used by the
-            mask metrics; kept so box metrics can be added without changing the record).
-        mask_kind: how to read ``masks``.
-        region_embeds: optional ``[Q, D]`` student region embeddings (distillation metrics).
-        gt_index: optional ``[Q]`` long, index into the target's GT masks of the query that owns
-            it (e.g. from the training matcher), ``-1`` for unmatched. When absent the
-            distillation evaluator matches by mask IoU (Hungarian).
+        rles: ``K`` COCO RLEs aligned with the detections.
+        stability: ``[K]`` float32 SAM stability score of each mask (see ``stability``).
     """
 
-    masks: Tensor
-    scores: Tensor
-    boxes: Tensor | None = None
-    mask_kind: MaskKind = "logits"
-    region_embeds: Tensor | None = None
-    gt_index: Tensor | None = None
-    # Several evaluators binarise / RLE-encode the same prediction: cache per query index
-    # (masks are never mutated). Only requested indices are converted, so the ~200 SAM3
-    # queries are not all moved to CPU when only the top ones are kept.
-    _bin_cache: dict[int, Tensor] = field(default_factory=dict, init=False, repr=False)
-    _rle_cache: dict[int, dict] = field(default_factory=dict, init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        if self.masks.dim() != 3:
-            raise ValueError(f"masks must be [Q,H,W], got {tuple(self.masks.shape)}")
-        if self.scores.shape != self.masks.shape[:1]:
-            raise ValueError(
-                f"scores {tuple(self.scores.shape)} do not match masks {tuple(self.masks.shape)}"
-            )
-
-    def binary_masks(self, idx: Tensor | None = None) -> Tensor:
-        """``[K, H, W]`` bool CPU masks of the queries ``idx`` (``[K]`` long; all when None)."""
-        ids = list(range(self.masks.shape[0])) if idx is None else [int(i) for i in idx]
-        missing = [i for i in dict.fromkeys(ids) if i not in self._bin_cache]
-        if missing:
-            sel = torch.tensor(missing, dtype=torch.long, device=self.masks.device)
-            # Threshold where the masks live (GPU in validation), move only bools.
-            for i, m in zip(missing, binarize(self.masks[sel], self.mask_kind)):
-                self._bin_cache[i] = m
-        if not ids:
-            return torch.zeros(0, *self.masks.shape[-2:], dtype=torch.bool)
-        return torch.stack([self._bin_cache[i] for i in ids])
-
-    def rles(self, idx: Tensor | None = None) -> list[dict]:
-        """COCO RLEs of the binary masks of ``idx`` (all when None), cached."""
-        ids = list(range(self.masks.shape[0])) if idx is None else [int(i) for i in idx]
-        missing = [i for i in dict.fromkeys(ids) if i not in self._rle_cache]
-        if missing:
-            enc = encode_masks(self.binary_masks(torch.tensor(missing, dtype=torch.long)))
-            self._rle_cache.update(zip(missing, enc))
-        return [self._rle_cache[i] for i in ids]
+    rles: list[dict[str, Any]]
+    stability: np.ndarray
 
 
 @dataclass
-class QueryTarget:
-    """Ground truth of one find query.
+class RegionPairs:
+    """Distillation pairs of one image: the student region embedding of the query SAM3's matcher
+    assigns to each GT instance, and the teacher embedding of that instance.
 
     Attributes:
-        image_id: id of the image; the COCO ``imgId``.
-        category_id: id of the prompted category; the COCO ``catId``. One query per
-            (image_id, category_id) (plus ``query_id`` when one category is prompted twice).
-        masks: ``[T, H, W]`` bool GT instance masks (``T`` may be 0: a negative prompt; its
-            predictions are then all false positives, as in COCO).
-        iscrowd: optional ``[T]`` bool crowd flags (crowd GT is ignored as in COCO).
-        orig_size: optional ``(height, width)`` of the original image. COCO size buckets
-            (small < 32^2 <= medium < 96^2 <= large) are defined in original-image pixels, so
-            areas measured at ``H x W`` are rescaled by ``orig_h*orig_w / (H*W)``.
-        image_num_instances: optional number of GT instances in the whole image (all
-            categories), for the crowded split. When absent it is the sum of ``T`` over the
-            queries of the image that were evaluated.
-        teacher_embeds: optional ``[T, D]`` teacher region embedding of each GT instance.
-        query_id: optional extra key to tell apart several prompts of the same category.
+        student: ``[N, D]`` float32 (L2-normalised).  teacher: ``[N, D]`` float32.
+        category_ids: ``[N]`` int64 prompted category of each pair.
+    """
+
+    student: np.ndarray
+    teacher: np.ndarray
+    category_ids: np.ndarray
+
+    @staticmethod
+    def concat(parts: Sequence[RegionPairs]) -> RegionPairs | None:
+        parts = [p for p in parts if p is not None]
+        if not parts:
+            return None
+        return RegionPairs(
+            np.concatenate([p.student for p in parts]),
+            np.concatenate([p.teacher for p in parts]),
+            np.concatenate([p.category_ids for p in parts]),
+        )
+
+
+@dataclass
+class ImageDetections:
+    """Top-K detections of one image over all its prompts, original frame.
+
+    Attributes:
+        image_id: COCO image id.
+        height / width: original image size.
+        scores: ``[K]`` float32, ``sigmoid(logit) * sigmoid(presence)``, sorted descending.
+        labels: ``[K]`` int64 category id of the prompt that produced each detection.
+        boxes: ``[K, 4]`` float32 xyxy in original pixels.
+        rles: ``K`` COCO RLEs (``counts`` as str) of the masks thresholded at probability 0.5.
+        stability: ``[K]`` float32 SAM stability score of each final mask.
+        iterations: ``{t: IterationMasks}`` for refinement iterates other than the final one.
+        final_iteration: the iterate ``t`` that *is* the final mask (its metrics are copied from
+            the final ones, never recomputed), or None.
+        region_pairs: optional distillation pairs of the image.
     """
 
     image_id: int
-    category_id: int
-    masks: Tensor
-    iscrowd: Tensor | None = None
-    orig_size: tuple[int, int] | None = None
-    image_num_instances: int | None = None
-    teacher_embeds: Tensor | None = None
-    query_id: int | None = None
-    _rles: list[dict] | None = field(default=None, init=False, repr=False)
+    height: int
+    width: int
+    scores: np.ndarray
+    labels: np.ndarray
+    boxes: np.ndarray
+    rles: list[dict[str, Any]]
+    stability: np.ndarray
+    iterations: dict[int, IterationMasks] = field(default_factory=dict)
+    final_iteration: int | None = None
+    region_pairs: RegionPairs | None = None
 
     def __post_init__(self) -> None:
-        if self.masks.dim() != 3:
-            raise ValueError(f"masks must be [T,H,W], got {tuple(self.masks.shape)}")
+        k = len(self.rles)
+        if not (len(self.scores) == len(self.labels) == len(self.boxes) == len(self.stability) == k):
+            raise ValueError(
+                f"image {self.image_id}: scores/labels/boxes/stability/rles lengths differ "
+                f"({len(self.scores)}, {len(self.labels)}, {len(self.boxes)}, "
+                f"{len(self.stability)}, {k})"
+            )
 
-    def binary_masks(self) -> Tensor:
-        """``[T, H, W]`` bool GT masks on CPU."""
-        return self.masks.detach().cpu().bool()
+    def __len__(self) -> int:
+        return len(self.rles)
 
-    def rles(self) -> list[dict]:
-        """COCO RLEs of the GT masks, cached."""
-        if self._rles is None:
-            self._rles = encode_masks(self.binary_masks())
-        return self._rles
+    def iteration_keys(self) -> list[int]:
+        keys = set(self.iterations)
+        if self.final_iteration is not None:
+            keys.add(self.final_iteration)
+        return sorted(keys)
 
-    def crowd_flags(self) -> np.ndarray:
-        """``[T]`` bool numpy array of crowd flags."""
-        if self.iscrowd is None:
-            return np.zeros(self.masks.shape[0], dtype=bool)
-        return self.iscrowd.detach().cpu().numpy().astype(bool).reshape(-1)
+    def view(self, t: int | None) -> ImageDetections:
+        """The same detections with the masks of iterate ``t`` (``None``: final masks)."""
+        if t is None or t == self.final_iteration:
+            return self
+        it = self.iterations[t]
+        return replace(self, rles=it.rles, stability=it.stability, iterations={},
+                       final_iteration=None)
 
-    def area_scale(self) -> float:
-        """Factor mapping an area in ``H x W`` pixels to original-image pixels."""
-        if self.orig_size is None:
-            return 1.0
-        h, w = self.masks.shape[-2:]
-        return float(self.orig_size[0] * self.orig_size[1]) / float(h * w)
+    def select(self, idx: np.ndarray) -> ImageDetections:
+        """Subset / reorder of the detections (``idx``: ``[K']`` int indices)."""
+        idx = np.asarray(idx, dtype=np.int64)
+        return replace(
+            self,
+            scores=self.scores[idx], labels=self.labels[idx], boxes=self.boxes[idx],
+            rles=[self.rles[i] for i in idx], stability=self.stability[idx],
+            iterations={t: IterationMasks([it.rles[i] for i in idx], it.stability[idx])
+                        for t, it in self.iterations.items()},
+        )
 
 
-def encode_masks(masks: Tensor) -> list[dict]:
-    """``[N, H, W]`` bool -> N COCO RLE dicts (``counts`` as bytes)."""
+@dataclass
+class ImageGroundTruth:
+    """COCO ground truth of one image in the original frame.
+
+    Attributes:
+        image_id / height / width: as in the COCO ``images`` record.
+        annotations: COCO annotation dicts with ``id``, ``category_id``, ``segmentation`` (a
+            compressed RLE), ``area`` (the file's value when present, as pycocotools uses it)
+            and ``iscrowd``. Only the prompted categories are kept.
+        prompted_category_ids: categories that were prompted on this image (positives and
+            negatives); a prompt with no GT is a negative (its detections are false positives).
+        num_instances: non-crowd instances of the image over all categories (crowded split).
+    """
+
+    image_id: int
+    height: int
+    width: int
+    annotations: list[dict[str, Any]]
+    prompted_category_ids: tuple[int, ...]
+    num_instances: int
+
+    def merge(self, other: ImageGroundTruth) -> ImageGroundTruth:
+        """Union with the GT of the same image seen in another batch (prompts split)."""
+        seen = {a["id"] for a in self.annotations}
+        anns = self.annotations + [a for a in other.annotations if a["id"] not in seen]
+        cats = tuple(dict.fromkeys(self.prompted_category_ids + other.prompted_category_ids))
+        return replace(self, annotations=anns, prompted_category_ids=cats,
+                       num_instances=max(self.num_instances, other.num_instances))
+
+
+def encode_masks(masks: Tensor) -> list[dict[str, Any]]:
+    """``[N, H, W]`` bool masks (any device) -> N COCO RLEs with ``counts`` as str.
+
+    CUDA: sam3's ``rle_encode`` finds the runs on the device, only run lengths reach the host.
+    CPU: pycocotools on a Fortran-ordered view, built by transposing on the tensor side so no
+    extra host copy is made (``[N, W, H]`` C-order == ``[H, W, N]`` F-order).
+    """
     if masks.shape[0] == 0:
         return []
-    arr = np.asfortranarray(masks.numpy().astype(np.uint8).transpose(1, 2, 0))
-    return mask_utils.encode(arr)
+    if masks.device.type == "cuda":
+        from sam3.train.masks_ops import rle_encode
 
+        return rle_encode(masks.bool())
+    arr = masks.detach().to(torch.uint8).transpose(1, 2).contiguous().cpu().numpy()
+    rles = mask_utils.encode(arr.transpose(2, 1, 0))
+    for r in rles:
+        r["counts"] = r["counts"].decode("ascii")
+    return rles
 
-def binarize(masks: Tensor, kind: MaskKind) -> Tensor:
-    """Threshold ``[..., H, W]`` masks into bool on CPU (logits > 0, probs > 0.5)."""
-    masks = masks.detach()
-    if kind == "logits":
-        out = masks > 0
-    elif kind == "probs":
-        out = masks > 0.5
-    elif kind == "binary":
-        out = masks.bool()
-    else:  # pragma: no cover - guarded by the Literal
-        raise ValueError(f"unknown mask kind {kind!r}")
-    return out.cpu()
-
-
-def keep_top(scores: Tensor, score_threshold: float | None, max_keep: int | None) -> Tensor:
-    """Indices ``[K]`` of predictions kept: score >= threshold, highest ``max_keep``, by score.
-
-    The sort is stable so ties keep query order (deterministic across runs).
-    """
-    scores = scores.detach().float().cpu()
-    order = torch.sort(scores, descending=True, stable=True).indices
-    if score_threshold is not None:
-        order = order[scores[order] >= score_threshold]
-    if max_keep is not None:
-        order = order[:max_keep]
-    return order

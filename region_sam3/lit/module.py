@@ -21,8 +21,17 @@ from omegaconf import DictConfig, OmegaConf
 
 from region_sam3.data.batch import FindQueryBatch
 from region_sam3.data.sam3_adapter import to_sam3_batch
-from region_sam3.eval import DistillationEvaluator, EvaluatorList, build_default_evaluators
-from region_sam3.eval.types import QueryPrediction, QueryTarget
+from region_sam3.eval import (
+    BatchLayout,
+    DetectionPool,
+    DistillationEvaluator,
+    EvaluatorList,
+    PostProcessor,
+    RegionPairs,
+    build_default_evaluators,
+    ground_truth_from_batch,
+)
+from region_sam3.eval.config import check_evaluation_config
 from region_sam3.lit.nonfinite import (
     NonFiniteCheck,
     NonFiniteLossError,
@@ -60,7 +69,8 @@ class RegionSam3Module(L.LightningModule):
         criterion: `Sam3Criterion` config (loss weights, point sampling).
         optimizer: `{lr, weight_decay, betas, groups: [{name, patterns, lr, weight_decay}]}`.
         scheduler: `{name: cosine|inverse_sqrt|constant, warmup_steps, min_lr_ratio}`.
-        evaluation: `{boundary, crowded_thresholds, score_threshold, max_dets, per_iteration}`.
+        evaluation: `{boundary, crowded_thresholds, score_threshold, max_dets_per_image,
+            per_iteration, cgf1}` (`max_dets` is the old name of `max_dets_per_image`).
         teacher / distill: TextRegion teacher and `DistillationLoss` configs (both or neither).
         teacher_masks: `gt` (default) or `student` (detached matched predictions).
         teacher_cache_dir: cache teacher embeddings of GT masks on disk (only valid when the
@@ -109,8 +119,14 @@ class RegionSam3Module(L.LightningModule):
             from region_sam3.teachers.cache import TeacherEmbeddingCache
 
             self.teacher_cache = TeacherEmbeddingCache(teacher_cache_dir, self.teacher.config_hash())
-        self.evaluation = dict(_plain(evaluation) or {})
+        self.evaluation = check_evaluation_config(_plain(evaluation) or {})
+        self.postprocessor = PostProcessor(
+            max_dets_per_image=int(self.evaluation.get(
+                "max_dets_per_image", self.evaluation.get("max_dets", 100))),
+            per_iteration=bool(self.evaluation.get("per_iteration", True)),
+        )
         self.evaluators: dict[str, EvaluatorList] = {}
+        self.eval_pools: dict[str, DetectionPool] = {}
         self._text_embeds: torch.Tensor | None = None
         self._category_ids: list[int] = []
         self._skip_optimizer_step = False
@@ -151,6 +167,8 @@ class RegionSam3Module(L.LightningModule):
             crowded_thresholds=tuple(ev.get("crowded_thresholds", (10,))),
             boundary=ev.get("boundary", True),
             score_threshold=ev.get("score_threshold", 0.5),
+            max_dets=self.postprocessor.max_dets,
+            cgf1=ev.get("cgf1", True),
         )
         if self.teacher is not None and self._text_embeds is not None:
             evaluators.evaluators.append(
@@ -286,82 +304,50 @@ class RegionSam3Module(L.LightningModule):
         return losses["total"]
 
     # ------------------------------------------------------------------ evaluation
-    def _predictions(self, batch: FindQueryBatch, out: dict[str, Any]):
-        """Model outputs -> evaluator records at the target-mask resolution."""
-        max_dets = int(self.evaluation.get("max_dets", 100))
-        scores = out["pred_logits"][..., 0].sigmoid() * out["presence_logit_dec"].sigmoid()
-        k = min(max_dets, scores.shape[1])
-        top_scores, top_idx = scores.topk(k, dim=1)  # [B,k]
-        size = batch.masks.shape[-2:]
-        iter_keys = sorted((k_ for k_ in out if k_.startswith("pred_masks_iter")),
-                           key=lambda s: int(s.removeprefix("pred_masks_iter")))
-        if not self.evaluation.get("per_iteration", True) or not iter_keys:
-            iter_keys = []
-        mask_sources = {None: out["pred_masks"]}
-        mask_sources.update({int(k_.removeprefix("pred_masks_iter")): out[k_] for k_ in iter_keys})
-
-        targets, preds = [], {t: [] for t in mask_sources}
-        region = out.get("region_embed")
-        teacher_embeds = None
-        if self.teacher is not None and batch.masks.shape[0] > 0:
-            teacher_embeds = self._teacher_embeddings(batch, batch.masks)[0]
+    def _region_pairs(self, batch: FindQueryBatch, out: dict[str, Any]) -> dict[int, RegionPairs]:
+        """Distillation pairs per image id: for every GT the student embedding of the query
+        SAM3's matcher assigns to it (box + class costs, so independent of mask quality and of
+        the per-image top-K) and the teacher embedding of the GT. Only ``[N, D]`` leaves."""
+        batch_idx, query_idx, target_idx = out["indices"][:3]
+        if target_idx is None:
+            target_idx = torch.arange(batch_idx.numel(), device=batch_idx.device)
+        teacher, valid = self._teacher_embeddings(batch, batch.masks)
+        keep = valid[target_idx]
+        student = F.normalize(out["region_embed"][batch_idx, query_idx][keep].float(), dim=-1)
+        prompts = batch_idx[keep].to(batch.category_ids.device)
+        images = batch.query_image_index[prompts].cpu().numpy()
+        cats = batch.category_ids[prompts].cpu().numpy()
+        student, teacher = student.cpu().numpy(), teacher[target_idx][keep].float().cpu().numpy()
         image_ids = batch.image_ids.tolist()
-        orig_sizes = batch.orig_sizes.tolist()
-        target_query = batch.target_query_index
-        # query -> {query slot: index of its GT among that query's targets}
-        gt_index = None
-        if "indices" in out:
-            batch_idx, query_idx, target_idx = out["indices"][:3]
-            if target_idx is None:
-                target_idx = torch.arange(batch_idx.numel(), device=batch_idx.device)
-            first_target = torch.zeros(batch.num_queries + 1, dtype=torch.long, device=target_query.device)
-            first_target[1:] = torch.bincount(target_query, minlength=batch.num_queries).cumsum(0)
-            gt_index = torch.full(scores.shape, -1, dtype=torch.long, device=scores.device)
-            gt_index[batch_idx, query_idx] = (target_idx - first_target[batch_idx]).to(scores.device)
-        for q in range(batch.num_queries):
-            img = int(batch.query_image_index[q])
-            rows = (target_query == q).nonzero(as_tuple=True)[0]
-            targets.append(QueryTarget(
-                image_id=image_ids[img],
-                category_id=int(batch.category_ids[q]),
-                masks=batch.masks[rows].cpu(),
-                orig_size=tuple(orig_sizes[img]),
-                teacher_embeds=None if teacher_embeds is None else teacher_embeds[rows].cpu(),
-            ))
-            sel = top_idx[q]
-            for t, masks in mask_sources.items():
-                logits = F.interpolate(masks[q, sel][None].float(), size=size, mode="bilinear",
-                                       align_corners=False)[0]
-                final_iter = t is None
-                preds[t].append(QueryPrediction(
-                    masks=logits.cpu(), scores=top_scores[q].float().cpu(),
-                    region_embeds=F.normalize(region[q, sel].float(), dim=-1).cpu()
-                    if region is not None and final_iter else None,
-                    gt_index=gt_index[q, sel].cpu() if gt_index is not None and final_iter
-                    else None,
-                ))
-        final = preds.pop(None)
-        return final, preds, targets
+        return {image_ids[n]: RegionPairs(student[images == n], teacher[images == n],
+                                          cats[images == n].astype("int64"))
+                for n in range(len(image_ids))}
 
     def _eval_step(self, stage: str, batch: FindQueryBatch) -> None:
+        """forward -> post-process (device; only boxes/scores/labels/RLEs leave it) ->
+        per-image candidate pool -> evaluators (images whose prompts are all seen)."""
         sam3_batch = to_sam3_batch(batch, self.device)
         out = final_output(self.net(sam3_batch))
+        pool = self.eval_pools[stage]
+        layout = BatchLayout.from_batch(batch)
+        dets = self.postprocessor(out, layout, pool.score_floors(layout.image_ids))
         if self.teacher is not None:
-            # Distillation metrics compare each GT region with the query SAM3's own matcher
-            # assigns to it (box + class costs), so they do not depend on mask quality.
             out["indices"] = self.net.matcher(out, self.net.back_convert(sam3_batch.find_targets[0]))
-        final, per_iter, targets = self._predictions(batch, out)
-        self.evaluators[stage].process(final, targets)
-        if per_iter:
-            self.evaluators[stage].process(per_iter, targets)
+            pairs = self._region_pairs(batch, out)
+            for d in dets:
+                d.region_pairs = pairs.get(d.image_id)
+        pool.add(dets, ground_truth_from_batch(batch))
+        self.evaluators[stage].process(*pool.pop_finished(batch.image_ids.tolist()))
 
     def _eval_epoch_start(self, stage: str) -> None:
         self.evaluators[stage] = self._make_evaluators()
+        self.eval_pools[stage] = DetectionPool(self.postprocessor.max_dets)
 
     def _eval_epoch_end(self, stage: str) -> dict[str, float]:
+        self.evaluators[stage].process(*self.eval_pools.pop(stage).flush())
         metrics = self.evaluators[stage].evaluate()
-        # NaN (e.g. no region to score yet) is logged as NaN: checkpoint monitors treat it as
-        # "not better" instead of failing on a missing key.
+        # NaN (an empty group, e.g. crowded10 on a split without crowded images) is logged as
+        # NaN next to its count: checkpoint monitors treat it as "not better".
         clean = {f"{stage}/{k}": float(v) for k, v in metrics.items() if v is not None}
         self.log_dict(clean, sync_dist=False)  # already gathered across ranks by the evaluators
         return clean

@@ -7,6 +7,22 @@ from region_sam3.data.coco import FindQueryDataset
 from region_sam3.data.issues import DataIssueError
 
 
+def test_eval_annotations_keep_crowd_regions_in_the_original_frame(coco_files):
+    from region_sam3.data.batch import collate_find_queries
+    from region_sam3.data.transforms import FindQueryTransform
+
+    image_dir, ann_file, _ = coco_files
+    dataset = FindQueryDataset(image_dir, ann_file, all_categories=True, eval_annotations=True,
+                               transform=FindQueryTransform(resolution=32))
+    sample = dataset[0]
+    anns = {a["id"]: a for a in sample.gt_annotations}
+    assert sorted(anns) == [11, 12, 13, 14] and anns[14]["iscrowd"] == 1  # crowd reaches eval
+    assert all(a["segmentation"]["size"] == [40, 50] for a in anns.values())  # not 32x32
+    assert sample.masks.shape[-2:] == (32, 32)
+    assert collate_find_queries([sample, dataset[1]]).gt_annotations[0] == sample.gt_annotations
+    assert FindQueryDataset(image_dir, ann_file)[0].gt_annotations is None  # training: off
+
+
 def _rewrite(ann_file, data):
     ann_file.write_text(json.dumps(data))
 

@@ -101,7 +101,13 @@ def test_nan_values_are_skipped_in_stats(tmp_path: Path):
         (d / "test_metrics.json").rename(d / "metrics.json")
     md_path, _ = agg.aggregate(root, tmp_path / "t")
     md = md_path.read_text()
-    assert "| 1e-4 | 2 | 2.00 ± 1.41 | 2.00 |" in md
+    # b is NaN (an empty metric group) in one run: skipped, and the cell says n=1.
+    assert "| 1e-4 | 2 | 2.00 ± 1.41 | 2.00 (n=1) |" in md
+    make_job(root, 2, ["lr=1e-3", "seed=0"], {"a": 1.0, "b": None})
+    job = root / "2026-11-21" / "10-00-00" / "2"
+    (job / "test_metrics.json").rename(job / "metrics.json")
+    md = agg.aggregate(root, tmp_path / "t2")[0].read_text()
+    assert "| 1e-3 | 1 | 1.00 | n/a (n=0) |" in md
     assert math.isnan(agg.Group({}, []).stats("a")[0])
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pycocotools.mask as mask_utils
 import pytest
 import torch
 import torch.nn.functional as F
@@ -9,12 +11,12 @@ import torch.nn.functional as F
 from region_sam3.eval import (
     BoundaryAPEvaluator,
     COCOMaskEvaluator,
-    QueryPrediction,
-    QueryTarget,
     boundary_iou,
     boundary_width,
     mask_to_boundary,
+    rle_boundaries,
 )
+from tests.eval.records import detections, ground_truth, rle
 
 
 def square(size: int, y0: int, x0: int, side: int) -> torch.Tensor:
@@ -77,8 +79,8 @@ def test_boundary_iou_of_shifted_square_hand_computed():
 
 
 def _query(pred_mask: torch.Tensor, gt_mask: torch.Tensor):
-    p = QueryPrediction(masks=pred_mask[None].float() * 20 - 10, scores=torch.tensor([0.9]))
-    return [p], [QueryTarget(image_id=1, category_id=1, masks=gt_mask[None])]
+    return ([detections(1, [pred_mask.numpy()], [0.9], [1])],
+            [ground_truth(1, [gt_mask.numpy()], [1])])
 
 
 def test_boundary_ap_perfect_is_one():
@@ -97,3 +99,17 @@ def test_boundary_ap_is_stricter_than_mask_ap():
         ev.process(*_query(pr, gt))
     assert mask_ev.evaluate()["mask/AP"] == pytest.approx(0.7)
     assert bnd_ev.evaluate()["boundary/AP"] == pytest.approx(0.0)
+
+
+def test_boundary_ap_ignores_detections_on_crowd_regions():
+    obj, crowd = square(64, 0, 0, 20).numpy(), square(64, 30, 30, 30).numpy()
+    ev = BoundaryAPEvaluator()
+    ev.process([detections(1, [crowd, obj], [0.95, 0.9], [1, 1])],
+               [ground_truth(1, [obj, crowd], [1, 1], iscrowd=[0, 1])])
+    assert ev.evaluate()["boundary/AP"] == pytest.approx(1.0)
+
+
+def test_rle_boundaries_equal_dense_band():
+    m = square(48, 5, 7, 30)
+    band = mask_utils.decode(rle_boundaries([rle(m.numpy())])[0]).astype(bool)
+    assert np.array_equal(band, mask_to_boundary(m).numpy())

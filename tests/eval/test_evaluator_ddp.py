@@ -1,4 +1,5 @@
-"""Cross-rank gathering, per-iteration keys, crowded split and EvaluatorList."""
+"""Cross-rank gathering (RLE records to rank 0, metrics broadcast), per-iteration keys,
+crowded split and EvaluatorList."""
 
 from __future__ import annotations
 
@@ -6,66 +7,76 @@ import json
 import os
 import socket
 
+import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from region_sam3.eval import (
+    CGF1Evaluator,
     COCOMaskEvaluator,
     DatasetEvaluator,
     EvaluatorList,
     MatchedIoUEvaluator,
-    QueryPrediction,
-    QueryTarget,
     StabilityEvaluator,
     build_default_evaluators,
     split_by_instance_count,
 )
+from tests.eval.records import box_mask, detections, ground_truth
+
+S = 32
 
 
-def make_queries(n: int = 6, size: int = 32):
-    """Deterministic noisy predictions for n queries over 3 images x 2 categories."""
-    g = torch.Generator().manual_seed(0)
-    preds, targets = [], []
+def make_images(n: int = 6):
+    """Deterministic noisy detections for n images x 2 prompted categories."""
+    rng = np.random.default_rng(0)
+    dets, gts = [], []
     for i in range(n):
-        num_gt = 1 + i % 3
-        gt = torch.zeros(num_gt, size, size, dtype=torch.bool)
-        for j in range(num_gt):
-            y, x = 2 + 9 * j, 3 + 5 * (i % 4)
-            gt[j, y : y + 8, x : x + 8] = True
-        noise = torch.randn(num_gt + 1, size, size, generator=g)
-        logits = torch.cat([gt.float() * 8 - 4, -torch.ones(1, size, size) * 4]) + noise
-        scores = torch.rand(num_gt + 1, generator=g)
-        preds.append(QueryPrediction(masks=logits, scores=scores))
-        targets.append(QueryTarget(image_id=i // 2, category_id=i % 2, masks=gt))
-    return preds, targets
+        masks, cats = [], []
+        for c in (1, 2):
+            for j in range(1 + (i + c) % 3):
+                masks.append(box_mask(S, S, 2 + 9 * j, 3 + 5 * c, 10 + 9 * j, 11 + 5 * c))
+                cats.append(c)
+        noisy = [np.logical_xor(m, rng.random((S, S)) > 0.93) for m in masks]
+        noisy.append(box_mask(S, S, 0, 24, 6, 32))
+        labels = [*cats, 1]
+        scores = rng.random(len(noisy))
+        order = np.argsort(-scores, kind="stable")
+        dets.append(detections(i, [noisy[k] for k in order], scores[order],
+                               [labels[k] for k in order], stability=rng.random(len(noisy))[order]))
+        gts.append(ground_truth(i, masks, cats, prompted=[1, 2]))
+    return dets, gts
 
 
-def suite(gather_fn=None) -> EvaluatorList:
-    return EvaluatorList(
-        [
-            COCOMaskEvaluator(crowded_thresholds=(4,), gather_fn=gather_fn),
-            MatchedIoUEvaluator(crowded_thresholds=(4,), gather_fn=gather_fn),
-            StabilityEvaluator(gather_fn=gather_fn),
-        ]
-    )
+def suite(gather_fn=None, broadcast_fn=None) -> EvaluatorList:
+    kw = {"gather_fn": gather_fn, "broadcast_fn": broadcast_fn}
+    return EvaluatorList([
+        COCOMaskEvaluator(crowded_thresholds=(4,), **kw),
+        CGF1Evaluator(crowded_thresholds=(4,), **kw),
+        MatchedIoUEvaluator(crowded_thresholds=(4,), **kw),
+        StabilityEvaluator(**kw),
+    ])
+
+
+def canonical(metrics: dict) -> str:
+    return json.dumps(metrics, sort_keys=True)  # NaN == NaN once serialised
 
 
 def test_two_ranks_with_patched_gather_equal_single_process():
-    preds, targets = make_queries()
+    dets, gts = make_images()
     single = suite()
-    single.process(preds, targets)
+    single.process(dets, gts)
     expected = single.evaluate()
 
-    # Rank 0 gets queries 0,2,4 and rank 1 gets 1,3,5 plus a padded repeat of query 1
+    # Rank 0 gets images 0,2,4 and rank 1 gets 1,3,5 plus a padded repeat of image 1
     # (what DistributedSampler does to even out shards).
     r0, r1 = suite(), suite()
-    r0.process(preds[0::2], targets[0::2])
-    r1.process(preds[1::2] + preds[1:2], targets[1::2] + targets[1:2])
+    r0.process(dets[0::2], gts[0::2])
+    r1.process(dets[1::2] + dets[1:2], gts[1::2] + gts[1:2])
     for e0, e1 in zip(r0.evaluators, r1.evaluators):
-        e0.gather_fn = lambda obj, other=e1: [obj, dict(other._records)]
-    assert r0.evaluate() == expected
+        e0.gather_fn = lambda obj, other=e1: [obj, (dict(other._records), other._final_alias)]
+    assert canonical(r0.evaluate()) == canonical(expected)
     assert expected["mask/AP"] > 0  # a meaningful, non-degenerate comparison
 
 
@@ -74,11 +85,14 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        preds, targets = make_queries()
+        dets, gts = make_images()
         ev = suite()
-        ev.process(preds[rank::world], targets[rank::world])
+        ev.process(dets[rank::world], gts[rank::world])
+        # What rank > 0 holds after the gather: only its own records (RLEs, never dense).
+        held = sum(len(r) for e in ev.evaluators for r in e._records.values())
+        metrics = ev.evaluate()
         with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
-            json.dump(ev.evaluate(), f)
+            json.dump({"metrics": metrics, "held": held}, f)
     finally:
         dist.destroy_process_group()
 
@@ -91,62 +105,63 @@ def test_real_gloo_two_process_gather(tmp_path):
     mp.start_processes(
         _worker, args=(2, port, str(tmp_path)), nprocs=2, join=True, start_method="fork"
     )
-    preds, targets = make_queries()
+    dets, gts = make_images()
     single = suite()
-    single.process(preds, targets)
-    expected = json.loads(json.dumps(single.evaluate()))
+    single.process(dets, gts)
+    expected = canonical(single.evaluate())
     for rank in range(2):
         got = json.loads((tmp_path / f"rank{rank}.json").read_text())
-        assert got == expected  # every rank returns the identical dict
+        assert canonical(got["metrics"]) == expected  # every rank returns the identical dict
+        assert got["held"] == 3 * 3 + 3  # 3 images x (3 COCO/cgF1/mIoU + 1 stability) records
 
 
-def test_per_iteration_keys_and_ordering():
-    preds, targets = make_queries()
+def test_per_iteration_keys_alias_and_ordering():
+    dets, gts = make_images(2)
+    perfect = [detections(d.image_id, [np.asarray(
+        __import__("pycocotools.mask", fromlist=["decode"]).decode(a["segmentation"]), bool)
+        for a in g.annotations], [0.9] * len(g.annotations),
+        [a["category_id"] for a in g.annotations],
+        iterations={0: [box_mask(S, S, 0, 0, 1, 1)] * len(g.annotations)}, final_iteration=1)
+        for d, g in zip(dets, gts)]
     ev = COCOMaskEvaluator()
-    perfect = [QueryPrediction(t.masks.float() * 2 - 1, torch.ones(len(t.masks))) for t in targets]
-    ev.process({0: preds, 1: perfect}, targets)
+    ev.process(perfect, gts)
     m = ev.evaluate()
-    assert m["iter1/mask/AP"] == pytest.approx(1.0)
-    assert m["iter0/mask/AP"] < 1.0
-    assert "mask/AP" not in m
+    assert m["mask/AP"] == pytest.approx(1.0)
+    assert m["iter1/mask/AP"] == m["mask/AP"]  # the final iterate, copied not recomputed
+    assert m["iter0/mask/AP"] == pytest.approx(0.0)
+    assert 1 not in ev._records  # never summarised twice
 
 
 def test_crowded_split_selects_images_by_instance_count():
-    preds, targets = make_queries()
+    dets, gts = make_images()
     ev = MatchedIoUEvaluator(crowded_thresholds=(4,))
-    ev.process(preds, targets)
-    # Images: 0 -> queries with 1+2 GT, 1 -> 3+1, 2 -> 2+3 instances; >= 4 keeps images 1, 2.
+    ev.process(dets, gts)
     records = ev.gathered_records()[None]
-    assert sorted({r.image_id for r in split_by_instance_count(records, 4)}) == [1, 2]
+    counts = {g.image_id: g.num_instances for g in gts}
+    assert sorted(r.image_id for r in split_by_instance_count(records, 4)) == sorted(
+        i for i, c in counts.items() if c >= 4)
     m = ev.evaluate()
-    assert m["crowded4/num_images"] == 2
-    assert m["crowded4/miou/num_gt"] == 9
-
-
-def test_explicit_image_instance_count_overrides_sum():
-    t = QueryTarget(0, 0, torch.zeros(1, 8, 8, dtype=torch.bool), image_num_instances=50)
-    ev = MatchedIoUEvaluator(crowded_thresholds=(10,))
-    ev.process([QueryPrediction(torch.zeros(1, 8, 8), torch.ones(1))], [t])
-    assert ev.evaluate()["crowded10/num_images"] == 1
+    assert m["crowded4/num_images"] == sum(c >= 4 for c in counts.values())
 
 
 def test_evaluator_list_rejects_conflicting_keys_and_bad_inputs():
-    preds, targets = make_queries()
+    dets, gts = make_images()
     clash = EvaluatorList([COCOMaskEvaluator(), COCOMaskEvaluator(max_dets=1)])
-    clash.process(preds, targets)
+    clash.process(dets, gts)
     with pytest.raises(KeyError):
         clash.evaluate()
     with pytest.raises(ValueError):
-        COCOMaskEvaluator().process(preds[:2], targets[:3])
+        COCOMaskEvaluator().process(dets[:2], gts[:3])
 
 
 def test_reset_clears_state_and_default_suite_runs():
-    preds, targets = make_queries()
+    dets, gts = make_images()
     ev = build_default_evaluators(crowded_thresholds=(4,))
-    ev.process(preds, targets)
+    ev.process(dets, gts)
     first = ev.evaluate()
-    assert {"mask/AP", "boundary/AP", "miou/mIoU", "stability/score"} <= first.keys()
+    assert {"mask/AP", "boundary/AP", "cgf1/cgF1", "miou/mIoU", "miou/mIoU_topk",
+            "stability/score", "stability/score_topk"} <= first.keys()
     ev.reset()
     assert all(not e._records for e in ev.evaluators if isinstance(e, DatasetEvaluator))
-    ev.process(preds, targets)
-    assert ev.evaluate() == first
+    ev.process(dets, gts)
+    assert canonical(ev.evaluate()) == canonical(first)

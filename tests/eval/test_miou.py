@@ -8,11 +8,10 @@ import torch
 
 from region_sam3.eval import (
     MatchedIoUEvaluator,
-    QueryPrediction,
-    QueryTarget,
     hungarian_match,
     mask_iou_matrix,
 )
+from tests.eval.records import detections, ground_truth
 
 
 def rects(size: int, boxes: list[tuple[int, int, int, int]]) -> torch.Tensor:
@@ -25,10 +24,10 @@ def rects(size: int, boxes: list[tuple[int, int, int, int]]) -> torch.Tensor:
 GT = rects(32, [(0, 0, 8, 8), (10, 10, 20, 20), (22, 0, 32, 10)])
 
 
-def run(pred_masks, scores, gt=GT, **kw) -> dict[str, float]:
+def run(pred_masks, scores, gt=GT, iscrowd=None, **kw) -> dict[str, float]:
     ev = MatchedIoUEvaluator(**kw)
-    p = QueryPrediction(masks=pred_masks, scores=torch.tensor(scores), mask_kind="binary")
-    ev.process([p], [QueryTarget(image_id=0, category_id=0, masks=gt)])
+    d = detections(0, list(pred_masks.numpy()), scores, [1] * len(scores), size=(32, 32))
+    ev.process([d], [ground_truth(0, list(gt.numpy()), [1] * len(gt), iscrowd=iscrowd)])
     return ev.evaluate()
 
 
@@ -65,28 +64,27 @@ def test_partial_overlap_and_false_positive():
     assert m["miou/num_unmatched_pred"] == 1
 
 
-def test_score_threshold_drops_low_confidence_predictions():
+def test_score_threshold_drops_low_confidence_predictions_but_not_the_topk_variant():
     m = run(GT, [0.9, 0.9, 0.1], score_threshold=0.5)
     assert m["miou/mIoU"] == pytest.approx(2 / 3)
+    assert m["miou/mIoU_topk"] == pytest.approx(1.0)  # best detection per GT, any score
     m = run(GT, [0.9, 0.9, 0.1], score_threshold=None)
     assert m["miou/mIoU"] == pytest.approx(1.0)
 
 
+def test_under_confident_model_is_not_every_mask_wrong():
+    m = run(GT, [0.1, 0.2, 0.3], score_threshold=0.5)
+    assert m["miou/mIoU"] == 0.0 and m["miou/mIoU_topk"] == pytest.approx(1.0)
+    assert np.isnan(m["miou/matched_IoU"])  # no pair at the threshold: NaN, not 0
+
+
 def test_crowd_gt_excluded_and_boundary_iou_reported():
-    t = QueryTarget(0, 0, GT, iscrowd=torch.tensor([False, False, True]))
-    ev = MatchedIoUEvaluator(boundary=True)
-    ev.process([QueryPrediction(GT[:2].float(), torch.tensor([0.9, 0.9]), mask_kind="probs")], [t])
-    m = ev.evaluate()
+    m = run(GT[:2], [0.9, 0.9], iscrowd=[0, 0, 1], boundary=True)
     assert m["miou/num_gt"] == 2
     assert m["miou/mIoU"] == pytest.approx(1.0)
     assert m["miou/mBoundaryIoU"] == pytest.approx(1.0)
 
 
-def test_prediction_converts_only_requested_queries_and_caches():
-    p = QueryPrediction(masks=torch.randn(200, 16, 16), scores=torch.rand(200))
-    idx = torch.tensor([5, 7])
-    first = p.rles(idx)
-    assert sorted(p._bin_cache) == [5, 7] and sorted(p._rle_cache) == [5, 7]
-    assert p.rles(idx) == first  # served from the cache
-    assert torch.equal(p.binary_masks(idx), p.masks[idx] > 0)
-    assert p.binary_masks(torch.zeros(0, dtype=torch.long)).shape == (0, 16, 16)
+def test_empty_is_nan_with_count_zero():
+    m = MatchedIoUEvaluator().evaluate()
+    assert np.isnan(m["miou/mIoU"]) and m["miou/num_gt"] == 0

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import types
 
+import numpy as np
 import pytest
 import torch
 
-from region_sam3.eval import QueryPrediction, QueryTarget, StabilityEvaluator
+from region_sam3.eval import StabilityEvaluator
 from region_sam3.eval.stability import perturbation_stability, stability_score, translate
+from tests.eval.records import box_mask, detections, ground_truth
 
 
 def known_logits() -> torch.Tensor:
@@ -38,14 +40,25 @@ def test_stability_matches_sam3_implementation():
     assert torch.allclose(stability_score(logits), ref)
 
 
-def test_stability_evaluator_averages_kept_predictions():
-    masks = torch.cat([known_logits(), torch.full((1, 10, 10), 4.0), known_logits()])
-    p = QueryPrediction(masks=masks, scores=torch.tensor([0.9, 0.8, 0.1]))
+def test_stability_evaluator_thresholded_and_threshold_free():
+    g = box_mask(16, 16, 0, 0, 8, 8)
+    other = box_mask(16, 16, 10, 10, 16, 16)
+    # Detections: a confident FP (stability 0.4), the GT's match at low score (0.9), a
+    # confident duplicate-less mask elsewhere (1.0).
+    d = detections(0, [other, g, other], [0.9, 0.2, 0.8], [1, 1, 1], stability=[0.4, 0.9, 1.0])
     ev = StabilityEvaluator(score_threshold=0.5)
-    ev.process([p], [QueryTarget(0, 0, torch.zeros(0, 10, 10, dtype=torch.bool))])
+    ev.process([d], [ground_truth(0, [g], [1])])
     m = ev.evaluate()
     assert m["stability/score"] == pytest.approx((0.4 + 1.0) / 2)
     assert m["stability/num_masks"] == 2
+    # Threshold-free: the best-IoU detection of the GT, whatever its score.
+    assert m["stability/score_topk"] == pytest.approx(0.9)
+    assert m["stability/num_gt_matched"] == 1
+
+
+def test_stability_evaluator_empty_is_nan_with_count():
+    m = StabilityEvaluator().evaluate()
+    assert np.isnan(m["stability/score"]) and m["stability/num_masks"] == 0
 
 
 def test_translate_moves_content_with_zero_fill():

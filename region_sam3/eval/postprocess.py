@@ -1,0 +1,273 @@
+"""Model outputs -> per-image detections in the original frame (SAM3 ``PostProcessImage``
+semantics, done on the device where the logits live).
+
+Semantics (``sam3.eval.postprocessors.PostProcessImage`` with ``use_presence=True``,
+``detection_threshold=-1``, original sizes for boxes and masks, ``process_results`` pruning):
+
+* score of query ``q`` of prompt ``p``: ``sigmoid(pred_logits[p, q]) * sigmoid(presence[p])``;
+* label: the prompted category id (SAM3's ``forced_labels``);
+* boxes: ``pred_boxes`` cxcywh (normalised to the model canvas) -> xyxy in original pixels;
+* the detections of *all prompts of an image* compete for ``max_dets_per_image`` slots
+  (SAM3 prunes with ``torch.topk`` over the concatenated prompts; here a stable descending sort,
+  so ties keep prompt-then-query order and runs are deterministic);
+* masks: bilinear (``align_corners=False``) resize of the logits to the original image size,
+  thresholded at probability 0.5 (logit > 0), COCO RLE.
+
+Differences from SAM3's implementation, not from its results: SAM3 resizes and RLE-encodes all
+``P x Q`` masks of an image and prunes afterwards; here the top-K is selected from the scores
+first and only those ``K`` masks are resized (same masks, ``P*Q/K`` times less work: 160x at
+80 prompts x 200 queries). A padded canvas (``keep_aspect_ratio``) is handled by mapping the
+content window of the canvas onto the original image (SAM3 itself always squashes to a square,
+where the window is the whole canvas).
+
+Memory at official size (80 prompts x 200 queries, 288^2 mask logits, 640x480 originals, T=3):
+per image the device holds ``K x 288^2`` gathered logits per source (33 MB fp32) and one chunk of
+resized logits (``chunk_pixels`` elements, 64 MB fp32 by default); only the ``K`` boxes, scores,
+labels, stability scores and RLEs reach the host (on CUDA the RLE runs are computed on the
+device by sam3's ``rle_encode``; on CPU pycocotools encodes a ``K x H x W`` uint8 chunk).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from region_sam3.eval.stability import stability_score
+from region_sam3.eval.types import ImageDetections, IterationMasks, RegionPairs, encode_masks
+
+ITER_KEY = re.compile(r"^pred_masks_iter(\d+)$")
+
+
+@dataclass
+class BatchLayout:
+    """What post-processing needs to know about an evaluation batch.
+
+    Attributes:
+        query_image_index: ``[B]`` long, image (row of the batch) of each prompt.
+        category_ids: ``[B]`` long, prompted category of each prompt.
+        image_ids / orig_sizes / valid_sizes: per image of the batch (``N_img`` entries);
+            ``valid_size`` is the ``(h, w)`` of the image content inside the canvas.
+        canvas_size: ``(H, W)`` of the model input canvas.
+    """
+
+    query_image_index: Tensor
+    category_ids: Tensor
+    image_ids: list[int]
+    orig_sizes: list[tuple[int, int]]
+    valid_sizes: list[tuple[int, int]]
+    canvas_size: tuple[int, int]
+
+    @classmethod
+    def from_batch(cls, batch: Any) -> BatchLayout:
+        """From a ``FindQueryBatch``."""
+        return cls(
+            query_image_index=batch.query_image_index,
+            category_ids=batch.category_ids,
+            image_ids=[int(i) for i in batch.image_ids.tolist()],
+            orig_sizes=[tuple(int(v) for v in s) for s in batch.orig_sizes.tolist()],
+            valid_sizes=[tuple(int(v) for v in s) for s in batch.valid_sizes.tolist()],
+            canvas_size=tuple(int(v) for v in batch.images.shape[-2:]),
+        )
+
+
+def detection_scores(out: Mapping[str, Tensor]) -> Tensor:
+    """``[B, Q]`` float32 ``sigmoid(pred_logits[..., 0]) * sigmoid(presence_logit_dec)``."""
+    logits = out["pred_logits"][..., 0].float()
+    presence = out["presence_logit_dec"].float().reshape(logits.shape[0], 1)
+    return logits.sigmoid() * presence.sigmoid()
+
+
+def top_per_image(
+    scores: Tensor, query_image_index: Tensor, num_images: int, k: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Top-``k`` (prompt, query) pairs of every image over all its prompts, in one sort.
+
+    Args:
+        scores: ``[B, Q]`` in [0, 1].  query_image_index: ``[B]`` image of each prompt.
+    Returns:
+        ``(prompt [N, k], query [N, k], score [N, k])``; rows sorted by descending score,
+        score -1 on the padding of images with fewer than ``k`` candidates.
+    """
+    b, q = scores.shape
+    flat = scores.reshape(-1)
+    owner = query_image_index.to(scores.device).repeat_interleave(q)
+    # Other images' candidates get -1 (scores are >= 0) and sort after every real one.
+    table = torch.full((num_images, b * q), -1.0, device=scores.device, dtype=flat.dtype)
+    table[owner, torch.arange(b * q, device=scores.device)] = flat
+    k = min(k, b * q)
+    values, order = torch.sort(table, dim=1, descending=True, stable=True)
+    values, order = values[:, :k], order[:, :k]
+    return order // q, order % q, values
+
+
+def masks_to_original(
+    logits: Tensor,
+    canvas_size: tuple[int, int],
+    valid_size: tuple[int, int],
+    orig_size: tuple[int, int],
+) -> Tensor:
+    """Resize mask logits covering the model canvas to the original image frame.
+
+    The content window ``valid_size`` of the ``canvas_size`` canvas (top-left, the rest is
+    padding) is mapped onto ``orig_size`` with bilinear, ``align_corners=False`` sampling.
+
+    Args:
+        logits: ``[K, h, w]`` mask logits over the whole canvas.
+    Returns:
+        ``[K, orig_h, orig_w]`` float32 logits.
+    """
+    x = logits[None].float()
+    if tuple(valid_size) == tuple(canvas_size):
+        return F.interpolate(x, size=tuple(orig_size), mode="bilinear", align_corners=False)[0]
+    (ch, cw), (vh, vw), (oh, ow) = canvas_size, valid_size, orig_size
+    h, w = logits.shape[-2:]
+    # Content spans vh*h/ch low-res rows; sample it at the original resolution. The relative
+    # 1e-9 keeps floor(h * scale) >= oh despite rounding (a 1e-6 px shift at most).
+    sy = oh / (vh * h / ch) * (1 + 1e-9)
+    sx = ow / (vw * w / cw) * (1 + 1e-9)
+    out = F.interpolate(x, scale_factor=(sy, sx), mode="bilinear", align_corners=False,
+                        recompute_scale_factor=False)[0]
+    return out[:, :oh, :ow]
+
+
+def iteration_sources(out: Mapping[str, Any]) -> tuple[dict[int, Tensor], int | None]:
+    """``({t: pred_masks_iter{t}}, final_t)``: the iterates other than the final masks, and the
+    ``t`` whose tensor *is* ``pred_masks`` (the region head returns the final iterate itself)."""
+    final = out["pred_masks"]
+    sources, final_t = {}, None
+    for key, value in out.items():
+        m = ITER_KEY.match(key)
+        if m is None:
+            continue
+        t = int(m.group(1))
+        same = value is final or (
+            value.shape == final.shape and value.stride() == final.stride()
+            and value.data_ptr() == final.data_ptr()
+        )
+        if same:
+            final_t = t
+        else:
+            sources[t] = value
+    return dict(sorted(sources.items())), final_t
+
+
+class PostProcessor:
+    """Per-batch post-processing (module docstring). Call with the model's final output dict
+    (``pred_logits [B,Q,1]``, ``presence_logit_dec [B,1]``, ``pred_boxes [B,Q,4]``,
+    ``pred_masks [B,Q,h,w]``, optional ``pred_masks_iter{t}``) and a ``BatchLayout``.
+
+    Args:
+        max_dets_per_image: K, detections kept per image over all its prompts (COCO: 100).
+        per_iteration: also encode the per-iteration masks of the same K detections.
+        stability_delta: delta of the SAM stability score computed per kept mask (original
+            frame, where the mask is evaluated).
+        chunk_pixels: resized logits held at once on the device (elements; bounds memory for
+            large originals).
+    """
+
+    def __init__(
+        self,
+        max_dets_per_image: int = 100,
+        per_iteration: bool = True,
+        stability_delta: float = 1.0,
+        chunk_pixels: int = 1 << 24,
+    ) -> None:
+        if max_dets_per_image < 1:
+            raise ValueError(f"max_dets_per_image must be >= 1, got {max_dets_per_image}")
+        self.max_dets = int(max_dets_per_image)
+        self.per_iteration = per_iteration
+        self.delta = stability_delta
+        self.chunk_pixels = int(chunk_pixels)
+
+    def _encode(self, logits: Tensor, layout: BatchLayout, n: int) -> IterationMasks:
+        """``[K, h, w]`` canvas logits of image ``n`` -> RLEs + stability in the original frame."""
+        oh, ow = layout.orig_sizes[n]
+        chunk = max(1, self.chunk_pixels // max(1, oh * ow))
+        rles, stab = [], []
+        for start in range(0, logits.shape[0], chunk):
+            full = masks_to_original(logits[start:start + chunk], layout.canvas_size,
+                                     layout.valid_sizes[n], (oh, ow))
+            stab.append(stability_score(full, self.delta))
+            rles.extend(encode_masks(full > 0))
+            del full
+        stability = torch.cat(stab) if stab else torch.zeros(0)
+        return IterationMasks(rles, stability.cpu().numpy().astype("float32"))
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        out: Mapping[str, Any],
+        layout: BatchLayout,
+        score_floors: Mapping[int, float] | None = None,
+    ) -> list[ImageDetections]:
+        """``ImageDetections`` of every image of the batch (top-K within this batch).
+
+        ``score_floors``: ``{image_id: s}``, the K-th score an image already holds from earlier
+        batches (``DetectionPool.score_floors``); candidates scoring ``<= s`` could never enter
+        the image's top-K, so their masks are not resized or encoded.
+        """
+        scores = detection_scores(out)
+        num_images = len(layout.image_ids)
+        prompt, query, top_scores = top_per_image(scores, layout.query_image_index, num_images,
+                                                  self.max_dets)
+        floors = torch.tensor([(score_floors or {}).get(i, -0.5) for i in layout.image_ids],
+                              device=top_scores.device, dtype=top_scores.dtype)
+        valid = top_scores > floors[:, None]
+        iters, final_t = iteration_sources(out) if self.per_iteration else ({}, None)
+        boxes_all = out["pred_boxes"].float()
+        cats = layout.category_ids.to(scores.device)
+        counts = valid.sum(1).tolist()  # the one host sync of the selection
+        results = []
+        for n, image_id in enumerate(layout.image_ids):
+            p, q = prompt[n, : counts[n]], query[n, : counts[n]]
+            oh, ow = layout.orig_sizes[n]
+            (ch, cw), (vh, vw) = layout.canvas_size, layout.valid_sizes[n]
+            # Normalised canvas coords -> original pixels via the content window.
+            scale = torch.tensor([cw * ow / vw, ch * oh / vh] * 2, device=boxes_all.device)
+            cx, cy, w, h = boxes_all[p, q].unbind(-1)
+            boxes = torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], -1) * scale
+            final = self._encode(out["pred_masks"][p, q], layout, n)
+            results.append(ImageDetections(
+                image_id=int(image_id), height=oh, width=ow,
+                scores=scores[p, q].cpu().numpy(),
+                labels=cats[p].cpu().numpy().astype("int64"),
+                boxes=boxes.cpu().numpy(),
+                rles=final.rles, stability=final.stability,
+                iterations={t: self._encode(src[p, q], layout, n) for t, src in iters.items()},
+                final_iteration=final_t,
+            ))
+        return results
+
+
+def concat_detections(parts: Sequence[ImageDetections], max_dets: int) -> ImageDetections:
+    """Merge detections of one image from several batches and keep the top ``max_dets``
+    (stable: earlier parts win ties, as if all prompts had been in one batch)."""
+    first = parts[0]
+    if len(parts) == 1 and len(first) <= max_dets:
+        return first
+    keys = first.iterations.keys()
+    if any(p.iterations.keys() != keys or p.final_iteration != first.final_iteration
+           for p in parts):
+        raise ValueError(f"image {first.image_id}: batches disagree on the refinement iterates")
+    merged = ImageDetections(
+        image_id=first.image_id, height=first.height, width=first.width,
+        scores=np.concatenate([p.scores for p in parts]),
+        labels=np.concatenate([p.labels for p in parts]),
+        boxes=np.concatenate([p.boxes for p in parts]),
+        rles=[r for p in parts for r in p.rles],
+        stability=np.concatenate([p.stability for p in parts]),
+        iterations={t: IterationMasks([r for p in parts for r in p.iterations[t].rles],
+                                      np.concatenate([p.iterations[t].stability for p in parts]))
+                    for t in keys},
+        final_iteration=first.final_iteration,
+        region_pairs=RegionPairs.concat([p.region_pairs for p in parts]),
+    )
+    order = np.argsort(-merged.scores, kind="stable")[:max_dets]
+    return merged.select(order)

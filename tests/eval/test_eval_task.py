@@ -1,0 +1,63 @@
+"""eval.py: model/data from the checkpoint, command-line overrides on top, clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from helpers import compose_task
+
+from region_sam3.tasks import eval_task, train_task
+
+pytestmark = pytest.mark.slow  # trains a tiny model once (~40 s on 2 cores)
+
+RES = 112  # not the eval default (224): the checkpoint's own resolution must be used
+
+
+@pytest.fixture(scope="module")
+def ckpt_112(tmp_path_factory, synthetic_data_dir):
+    out = tmp_path_factory.mktemp("run112")
+    cfg = compose_task("train", out, synthetic_data_dir, [
+        "model/sam3=tiny", "logger=csv", f"model.sam3.arch.image_size={RES}",
+        f"model.sam3.arch.vit_pretrain_image_size={RES}", "trainer.max_epochs=1",
+        "trainer.limit_train_batches=1", "trainer.limit_val_batches=1", "test=false",
+        "model.evaluation.boundary=false"])
+    train_task(cfg)
+    return out / "checkpoints" / "last.ckpt"
+
+
+def compose_eval(tmp_path, data_dir, overrides):
+    """Compose like `python eval.py <overrides>` (compose_task records the overrides)."""
+    return compose_task("eval", tmp_path, data_dir, overrides)
+
+
+def test_eval_uses_checkpoint_resolution_and_applies_evaluation_overrides(
+        ckpt_112, synthetic_data_dir, tmp_path):
+    assert torch.load(ckpt_112, weights_only=False)["hyper_parameters"]["sam3"]["arch"][
+        "image_size"] == RES
+    cfg = compose_eval(tmp_path, synthetic_data_dir, [
+        f"ckpt_path={ckpt_112}", "data.test_split=crowded", "+trainer.limit_test_batches=1",
+        "model.evaluation.boundary=false", "model.evaluation.cgf1=true",
+        "model.evaluation.max_dets_per_image=7", "data.num_workers=0"])
+    assert cfg.data.resolution == 224  # what the eval config alone would have used
+    metrics, objects = eval_task(cfg)
+    assert objects["datamodule"].hparams.resolution == RES
+    assert objects["model"].postprocessor.max_dets == 7
+    assert not any("boundary" in k for k in metrics), sorted(metrics)
+    assert "test/cgf1/cgF1" in metrics and "test/mask/AP" in metrics
+    written = json.loads((ckpt_112.parent.parent / "eval_crowded_metrics.json").read_text())
+    assert written["resolution"] == RES
+
+
+@pytest.mark.parametrize(("override", "match"), [
+    ("model.sam3.arch.d_model=32", "model.sam3.arch.d_model: cannot apply"),
+    ("+model.evaluation.bogus=1", r"model.evaluation: unknown key\(s\) \['bogus'\]"),
+    ("data.resolution=224", "data.resolution=224: the checkpoint's model takes 112"),
+    ("+data.no_such_key=1", "data.no_such_key: the checkpoint's data config has no such key"),
+])
+def test_overrides_that_cannot_apply_are_errors_naming_the_key(
+        ckpt_112, synthetic_data_dir, tmp_path, override, match):
+    cfg = compose_eval(tmp_path, synthetic_data_dir, [f"ckpt_path={ckpt_112}", override])
+    with pytest.raises(ValueError, match=match):
+        eval_task(cfg)
