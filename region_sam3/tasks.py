@@ -118,7 +118,21 @@ def train_task(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     output_dir = Path(cfg.paths.output_dir)
     if trainer.is_global_zero:
         _write_json(output_dir / "metrics.json", metrics)
+        _report_iteration_gain(metrics, model, output_dir)
     return metrics, {"model": model, "datamodule": datamodule, "trainer": trainer}
+
+
+def _report_iteration_gain(metrics: dict[str, float], model: L.LightningModule,
+                           output_dir: Path) -> None:
+    """Print and save the M^0 vs M^T table (val: last validation; test: tested checkpoint)."""
+    from region_sam3.utils.iteration_gain import format_iteration_gain
+
+    head = getattr(getattr(getattr(model, "net", None), "segmentation_head", None),
+                   "region_head", None)
+    table = format_iteration_gain(metrics, getattr(head, "num_iters", None))
+    if table:
+        (output_dir / "iteration_gain.md").write_text(table + "\n")
+        print(f"\nClosed loop, before (M^0 = SAM3) / after (M^T):\n{table}\n", flush=True)
 
 
 def optimized_metric(metrics: dict[str, float], name: str | None) -> float | None:

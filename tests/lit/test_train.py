@@ -12,7 +12,7 @@ from region_sam3.tasks import eval_task, train_task
 
 TINY = ["model/sam3=tiny", "logger=csv"]
 SHORT = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
-         "+trainer.limit_test_batches=1", "trainer.log_every_n_steps=1"]
+         "++trainer.limit_test_batches=1", "trainer.log_every_n_steps=1"]
 
 
 def test_fast_dev_run_train(tmp_path, synthetic_data_dir):
