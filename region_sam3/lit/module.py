@@ -61,6 +61,9 @@ class RegionSam3Module(L.LightningModule):
             head, region head) only on prompts with targets; negatives get no mask loss, so
             losses and gradients are unchanged. Forced off when the criterion's semantic-seg
             loss is on (it supervises negatives). Never applies in evaluation.
+        recompute_activations: false stops SAM3's fusion encoder / decoder from recomputing
+            activations in backward (they hard-wire activation checkpointing): faster, more
+            memory. Keep true at official size.
     """
 
     def __init__(
@@ -77,6 +80,7 @@ class RegionSam3Module(L.LightningModule):
         teacher_cache_dir: str | None = None,
         on_nonfinite_loss: str = "stop",
         seg_head_positives_only: bool = False,
+        recompute_activations: bool = True,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
@@ -96,6 +100,11 @@ class RegionSam3Module(L.LightningModule):
         iter_weights = list(head.iter_loss_weights) if head is not None else None
         self.criterion = instantiate(criterion, iter_loss_weights=iter_weights)
         self._set_seg_head_positives_only(seg_head_positives_only, criterion)
+        if not recompute_activations:
+            if not hasattr(self.net, "recompute_activations"):
+                raise ValueError("model.recompute_activations=false needs a model built by "
+                                 "region_sam3.models.sam3_arch (Sam3ImageModel)")
+            self.net.recompute_activations = False
         self.teacher_cache = None
         if self.teacher is not None and teacher_cache_dir:
             from region_sam3.teachers.cache import TeacherEmbeddingCache

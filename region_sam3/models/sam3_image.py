@@ -1,4 +1,5 @@
-"""`Sam3Image` whose segmentation head can skip find-queries without targets in training.
+"""`Sam3Image` with two training-time cost switches: skip negatives in the segmentation head,
+and (optionally) no activation recomputation in the fusion encoder / decoder.
 
 SAM3 runs its segmentation head (prompt cross-attention, `PixelDecoder`, instance/semantic
 1x1 convs, mask einsum, and the region head when attached) once per *find-query* (image x
@@ -20,15 +21,56 @@ matcher syncs anyway); the scattered outputs are zero tensors of the shapes SAM3
 produced ([B,Q,288,288] per mask key), so peak memory is lower than without the skip (the
 negatives' activations are never built). The state dict is unchanged: this class adds no
 parameter or buffer.
+
+`recompute_activations = False` (`model.recompute_activations`) stops the fusion encoder and
+the DETR decoder from recomputing their activations in backward. `sam3` hard-wires activation
+checkpointing there (both assert `use_act_checkpoint` whenever they train): right at official
+size, where activations of 80 prompts x 5,184 tokens do not fit, but pure overhead (a second
+forward of both) for the tiny model on CPU. The switch swaps `activation_ckpt_wrapper` in
+`sam3.model.encoder` / `sam3.model.decoder` for the duration of this model's forward only
+(backward needs nothing: without checkpointing nothing is recomputed), the same pattern as the
+criterion's focal-loss backend switch; nothing in site-packages is edited.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
+import sam3.model.decoder as sam3_decoder
+import sam3.model.encoder as sam3_encoder
 import torch
+from sam3.model.act_ckpt_utils import activation_ckpt_wrapper
 from sam3.model.sam3_image import Sam3Image
 from torch import Tensor
+
+_CHECKPOINTED_MODULES = (sam3_encoder, sam3_decoder)
+
+
+def _without_checkpointing(module):
+    """`activation_ckpt_wrapper` that always runs `module` directly (no recomputation)."""
+    wrapped = activation_ckpt_wrapper(module)
+
+    def call(*args, act_ckpt_enable: bool = True, **kwargs):
+        return wrapped(*args, act_ckpt_enable=False, **kwargs)
+
+    return call
+
+
+@contextlib.contextmanager
+def encoder_decoder_checkpointing(enabled: bool) -> Iterator[None]:
+    """Within the block, the fusion encoder and decoder recompute activations iff `enabled`."""
+    if enabled:
+        yield
+        return
+    for module in _CHECKPOINTED_MODULES:
+        module.activation_ckpt_wrapper = _without_checkpointing
+    try:
+        yield
+    finally:
+        for module in _CHECKPOINTED_MODULES:
+            module.activation_ckpt_wrapper = activation_ckpt_wrapper
 
 
 def _scatter_rows(value: Any, rows: Tensor, num_rows: int) -> Any:
@@ -40,10 +82,16 @@ def _scatter_rows(value: Any, rows: Tensor, num_rows: int) -> Any:
 
 
 class Sam3ImageModel(Sam3Image):
-    """`Sam3Image` + the training-only `seg_head_positives_only` switch (module docstring)."""
+    """`Sam3Image` + training-only `seg_head_positives_only` and `recompute_activations`
+    switches (module docstring)."""
 
     seg_head_positives_only: bool = False
+    recompute_activations: bool = True
     _seg_head_rows: Tensor | None = None
+
+    def forward(self, input):  # noqa: A002 - upstream signature
+        with encoder_decoder_checkpointing(self.recompute_activations or not self.training):
+            return super().forward(input)
 
     def forward_grounding(self, backbone_out, find_input, find_target, geometric_prompt):
         rows = None
