@@ -5,10 +5,13 @@ DataModule, and times full training steps on real synthetic batches (the first `
 steps are discarded). Variants run side by side in one process:
 
 * ``pretrain``: `experiment=pretrain_tiny` (random tiny SAM3, everything trainable);
-* ``main``: the `python train.py` default (shipped base frozen, mask head trainable);
-* ``region_head``: `experiment=region_head` (frozen base + region head, T=2).
+* ``main``: the `python train.py` default (`experiment=main`: frozen base + region head, T=2);
+* ``region_head``: `experiment=region_head` (frozen base + region head, T=2, full epochs).
 
-CPU fp32 by default; on CUDA the forward runs under bf16 autocast like `trainer=gpu`.
+CPU fp32 by default; on CUDA the forward runs under bf16 autocast like `trainer=gpu`. Besides
+wall time per phase, ``cpu`` is the median process CPU time of a whole step: with one thread
+it measures the work itself, and stays comparable when other jobs share the machine (wall time
+then mostly measures the contention).
 
     PYTHONPATH=. python benchmarks/train_step.py
     PYTHONPATH=. python benchmarks/train_step.py --variants pretrain --steps 10
@@ -62,7 +65,7 @@ def time_steps(module, datamodule, optimizer, device, steps: int, warmup: int) -
                 else contextlib.nullcontext())
     phases: dict[str, list[float]] = {"forward": [], "loss": [], "backward": [], "optimizer": []}
     batches = iter(datamodule.train_dataloader())
-    queries = []
+    queries, cpu = [], []
     for index in range(warmup + steps):
         try:
             batch = next(batches)
@@ -70,6 +73,7 @@ def time_steps(module, datamodule, optimizer, device, steps: int, warmup: int) -
             batches = iter(datamodule.train_dataloader())
             batch = next(batches)
         sam3_batch = to_sam3_batch(batch, device)
+        cpu_start = time.process_time()
         marks = [time.perf_counter()]
         with autocast:
             outputs = module.net(sam3_batch)
@@ -87,11 +91,13 @@ def time_steps(module, datamodule, optimizer, device, steps: int, warmup: int) -
         synchronize(device)
         marks.append(time.perf_counter())
         if index >= warmup:
+            cpu.append(time.process_time() - cpu_start)
             queries.append(batch.num_queries)
             for name, start, end in zip(phases, marks, marks[1:]):
                 phases[name].append(end - start)
     result = {name: statistics.median(values) for name, values in phases.items()}
     result["step"] = sum(result.values())
+    result["cpu"] = statistics.median(cpu)
     result["queries"] = statistics.mean(queries)
     return result
 
@@ -106,7 +112,11 @@ def main() -> None:
                         help="synthetic data root (default: a temporary directory)")
     parser.add_argument("-o", "--override", action="append", default=[],
                         help="extra Hydra override for every variant (repeatable)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch.set_num_threads (default: torch's / OMP_NUM_THREADS)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     overrides = ["data.num_workers=0", *args.override]
     with contextlib.ExitStack() as stack:
@@ -114,14 +124,14 @@ def main() -> None:
         print(f"device={device} threads={torch.get_num_threads()} steps={args.steps} "
               f"(median seconds per phase)")
         print(f"{'variant':12s} {'trainable':>10s} {'queries':>7s} {'forward':>8s} {'loss':>7s} "
-              f"{'backward':>8s} {'optim':>7s} {'step':>7s}")
+              f"{'backward':>8s} {'optim':>7s} {'step':>7s} {'cpu':>7s}")
         for name in args.variants:
             module, datamodule, optimizer = build(VARIANTS[name] + overrides, data_dir, device)
             trainable = sum(p.numel() for p in module.net.parameters() if p.requires_grad)
             r = time_steps(module, datamodule, optimizer, device, args.steps, args.warmup)
             print(f"{name:12s} {trainable:10,d} {r['queries']:7.1f} {r['forward']:8.3f} "
-                  f"{r['loss']:7.3f} {r['backward']:8.3f} {r['optimizer']:7.3f} {r['step']:7.3f}",
-                  flush=True)
+                  f"{r['loss']:7.3f} {r['backward']:8.3f} {r['optimizer']:7.3f} {r['step']:7.3f} "
+                  f"{r['cpu']:7.3f}", flush=True)
 
 
 if __name__ == "__main__":

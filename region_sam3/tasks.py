@@ -18,6 +18,7 @@ from region_sam3.eval.config import EVALUATION_KEYS
 from region_sam3.utils.instantiate import instantiate_callbacks, instantiate_loggers
 from region_sam3.utils.resolvers import MissingConfigValueError
 from region_sam3.utils.seeding import seed_everything
+from region_sam3.utils.threads import apply_num_threads
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,18 @@ def check_missing_values(cfg: DictConfig) -> None:
         raise
 
 
+def set_torch_threads(cfg: DictConfig) -> int:
+    """`cfg.num_threads` (auto | int | null) -> `torch.set_num_threads`, before any model is built.
+
+    "auto" leaves one core per data-loader worker and splits the rest between the processes of
+    this machine (`trainer.devices` when it is an int, e.g. DDP ranks).
+    """
+    devices = cfg.trainer.get("devices", 1) if cfg.get("trainer") is not None else 1
+    processes = devices if isinstance(devices, int) and devices > 0 else 1
+    num_workers = int(cfg.data.get("num_workers", 0) or 0) if cfg.get("data") is not None else 0
+    return apply_num_threads(cfg.get("num_threads", "auto"), num_workers, processes)
+
+
 def train_task(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """Fit, then test the best checkpoint. Returns (metrics, objects)."""
     check_missing_values(cfg)
@@ -70,6 +83,7 @@ def train_task(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     ckpt_path = _check_file(cfg.get("ckpt_path"), "ckpt_path",
                             "Pass a Lightning checkpoint, e.g. <run>/checkpoints/last.ckpt.")
     seed_everything(cfg.get("seed"))
+    set_torch_threads(cfg)
 
     log.info("Instantiating model <%s>", cfg.model._target_)
     model: L.LightningModule = hydra.utils.instantiate(cfg.model)
@@ -105,7 +119,21 @@ def train_task(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     output_dir = Path(cfg.paths.output_dir)
     if trainer.is_global_zero:
         _write_json(output_dir / "metrics.json", metrics)
+        _report_iteration_gain(metrics, model, output_dir)
     return metrics, {"model": model, "datamodule": datamodule, "trainer": trainer}
+
+
+def _report_iteration_gain(metrics: dict[str, float], model: L.LightningModule,
+                           output_dir: Path) -> None:
+    """Print and save the M^0 vs M^T table (val: last validation; test: tested checkpoint)."""
+    from region_sam3.utils.iteration_gain import format_iteration_gain
+
+    head = getattr(getattr(getattr(model, "net", None), "segmentation_head", None),
+                   "region_head", None)
+    table = format_iteration_gain(metrics, getattr(head, "num_iters", None))
+    if table:
+        (output_dir / "iteration_gain.md").write_text(table + "\n")
+        print(f"\nClosed loop, before (M^0 = SAM3) / after (M^T):\n{table}\n", flush=True)
 
 
 def optimized_metric(metrics: dict[str, float], name: str | None) -> float | None:
@@ -217,6 +245,7 @@ def eval_task(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     ckpt_path = _check_file(cfg.ckpt_path, "ckpt_path",
                             "Pass a checkpoint written by train.py (<run>/checkpoints/*.ckpt).")
     seed_everything(cfg.get("seed"))
+    set_torch_threads(cfg)
     # mmap: a full-size checkpoint is not read twice into memory (hparams now, weights in test).
     checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True)
     composed = checkpoint_config(cfg, checkpoint, ckpt_path)

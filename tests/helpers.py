@@ -100,6 +100,9 @@ TINY_SPLITS = [
     "data.synthetic.splits.val.num_images=4",
     "data.synthetic.splits.small.num_images=4",
     "data.synthetic.splits.crowded.num_images=4",
+    "data.synthetic.splits.test.num_images=4",
+    "data.synthetic.splits.test_small.num_images=4",
+    "data.synthetic.splits.test_crowded.num_images=4",
 ]
 
 

@@ -52,7 +52,8 @@ class FindQueryDataModule(L.LightningDataModule):
         synthetic: generator config (see `SyntheticConfig`) plus `root`; when set, its splits
             are generated on first use into `<root>/<config-hash>/` and read like COCO.
         train_split / val_split / test_split: split names (e.g. `test_split=crowded`);
-            `test_split` may be a list (`[val,small,crowded]`): one test loader per split.
+            `test_split` may be a list (`[test,test_small,test_crowded]`): one test loader
+            per split. The synthetic benchmark's held-out splits are `test*`; `val` selects.
         resolution: model input side; keep_aspect_ratio pads bottom/right instead of squashing.
         augmentation: `AugmentationConfig` fields for training (None disables).
         batch_size: images per batch (see module docstring); eval_batch_size defaults to it.

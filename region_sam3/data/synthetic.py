@@ -5,8 +5,10 @@ textured backgrounds (gradients, stripes, noise, checkers) and clutter drawn in 
 as the objects, so colour thresholding alone does not solve them. Objects occlude each other in
 drawing order and the annotations are the *visible* masks.
 
-The dataset is written to `<root>/<config-hash>/<split>/{images/*.png, instances.json}` and goes
-through exactly the same reader as COCO. A split is generated in a temporary directory and moved
+The dataset is written to `<root>/<split-hash>/<split>/{images/*.png, instances.json}` and goes
+through exactly the same reader as COCO. The hash covers the generator settings shared by all
+splits plus *that split's* spec only, so adding a split or resizing `train` does not regenerate
+the others. A split is generated in a temporary directory and moved
 into place with one atomic rename, so concurrent processes (DDP ranks, dataloader workers) never
 see a half-written split; the loser of a race discards its copy.
 
@@ -24,7 +26,7 @@ import shutil
 import time
 import uuid
 import zlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -60,8 +62,14 @@ class SplitSpec:
     clutter: tuple[int, int] = (2, 8)  # number of distractor strokes/blobs
 
 
+#: held-out test split -> the split whose spec it copies (its scenes come from another random
+#: stream: `render_scene` seeds each split with its own name). `val`/`small`/`crowded` select
+#: checkpoints and tune; `test`/`test_small`/`test_crowded` report.
+TEST_SPLITS = {"test": "val", "test_small": "small", "test_crowded": "crowded"}
+
+
 def default_splits() -> dict[str, SplitSpec]:
-    return {
+    splits = {
         "train": SplitSpec(num_images=600),
         "val": SplitSpec(num_images=100),
         # At 224 px, 0.035-0.12 of the side is 8-27 px: areas well below the 32² AP_S limit.
@@ -77,6 +85,9 @@ def default_splits() -> dict[str, SplitSpec]:
             max_overlap=0.7,
         ),
     }
+    for test, counterpart in TEST_SPLITS.items():
+        splits[test] = replace(splits[counterpart])
+    return splits
 
 
 @dataclass
@@ -128,10 +139,15 @@ class SyntheticConfig:
             for i, (colour, shape) in enumerate((c, s) for s in self.shapes for c in self.colours)
         ]
 
-    def config_hash(self) -> str:
-        payload = json.dumps(
-            {"version": GENERATOR_VERSION, **asdict(self)}, sort_keys=True, default=list
-        )
+    def split_config(self, split: str) -> dict[str, Any]:
+        """Everything that determines `split`'s pixels and annotations (and nothing else)."""
+        settings = {k: v for k, v in asdict(self).items() if k != "splits"}
+        return {"version": GENERATOR_VERSION, **settings, "split": split,
+                "spec": asdict(self.splits[split])}
+
+    def config_hash(self, split: str) -> str:
+        """Cache key of one split: shared generator settings + that split's spec only."""
+        payload = json.dumps(self.split_config(split), sort_keys=True, default=list)
         return hashlib.sha1(payload.encode()).hexdigest()[:12]
 
 
@@ -250,6 +266,7 @@ def render_scene(cfg: SyntheticConfig, split: str, index: int) -> SyntheticScene
     """Deterministically draw scene `index` of `split` (same inputs -> identical pixels)."""
     spec = cfg.splits[split]
     size = cfg.image_size
+    # The split name is part of the seed: splits with equal specs (val / test) differ.
     rng = np.random.default_rng([cfg.seed, zlib.crc32(split.encode()), index])
     image = _background(rng, size)
     _draw_clutter(rng, image, int(rng.integers(spec.clutter[0], spec.clutter[1] + 1)))
@@ -343,7 +360,7 @@ def write_split(cfg: SyntheticConfig, split: str, out_dir: Path) -> None:
     dataset = {
         "info": {
             "description": f"region_sam3 synthetic shapes, split {split}",
-            "config": asdict(cfg),
+            "config": cfg.split_config(split),
         },
         "images": images,
         "annotations": annotations,
@@ -358,13 +375,13 @@ def ensure_synthetic_dataset(
 ) -> tuple[Path, Path]:
     """Return (image_dir, ann_json) of `split`, generating it once per generator config.
 
-    Output lives in `<root>/<config-hash>/<split>/`; concurrent callers are safe (temp dir +
-    atomic rename).
+    Output lives in `<root>/<split-hash>/<split>/` (see `SyntheticConfig.config_hash`);
+    concurrent callers are safe (temp dir + atomic rename).
     """
     cfg = SyntheticConfig.from_any(cfg)
     if split not in cfg.splits:
         raise ValueError(f"synthetic dataset: unknown split {split!r}; known: {sorted(cfg.splits)}")
-    base = Path(root) / cfg.config_hash()
+    base = Path(root) / cfg.config_hash(split)
     final = base / split
     if not (final / "instances.json").is_file():
         base.mkdir(parents=True, exist_ok=True)
@@ -381,7 +398,7 @@ def ensure_synthetic_dataset(
         config_file = base / "config.json"
         if not config_file.exists():
             tmp_config = base / f".config-{uuid.uuid4().hex[:8]}.json"
-            tmp_config.write_text(json.dumps(asdict(cfg), indent=1, default=list))
+            tmp_config.write_text(json.dumps(cfg.split_config(split), indent=1, default=list))
             os.replace(tmp_config, config_file)
     return final / "images", final / "instances.json"
 

@@ -77,6 +77,13 @@ class RegionSam3Module(L.LightningModule):
             training views are augmentation-free: the key is image and annotation ids).
         on_nonfinite_loss: `stop` raises with the step and the term; `skip` drops the step
             (no optimizer update). Decided collectively under DDP (`lit/nonfinite.py`).
+        seg_head_positives_only: in training, run the segmentation head (pixel decoder, mask
+            head, region head) only on prompts with targets; negatives get no mask loss, so
+            losses and gradients are unchanged. Forced off when the criterion's semantic-seg
+            loss is on (it supervises negatives). Never applies in evaluation.
+        recompute_activations: false stops SAM3's fusion encoder / decoder from recomputing
+            activations in backward (they hard-wire activation checkpointing): faster, more
+            memory. Keep true at official size.
     """
 
     def __init__(
@@ -93,6 +100,8 @@ class RegionSam3Module(L.LightningModule):
         teacher_cache_dir: str | None = None,
         on_nonfinite_loss: str = "stop",
         baseline: Mapping[str, Any] | None = None,
+        seg_head_positives_only: bool = False,
+        recompute_activations: bool = True,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
@@ -114,6 +123,12 @@ class RegionSam3Module(L.LightningModule):
         self.net = instantiate(sam3, region_head=head, baseline=adapter)
         iter_weights = list(head.iter_loss_weights) if head is not None else None
         self.criterion = instantiate(criterion, iter_loss_weights=iter_weights)
+        self._set_seg_head_positives_only(seg_head_positives_only, criterion)
+        if not recompute_activations:
+            if not hasattr(self.net, "recompute_activations"):
+                raise ValueError("model.recompute_activations=false needs a model built by "
+                                 "region_sam3.models.sam3_arch (Sam3ImageModel)")
+            self.net.recompute_activations = False
         self.teacher_cache = None
         if self.teacher is not None and teacher_cache_dir:
             from region_sam3.teachers.cache import TeacherEmbeddingCache
@@ -147,6 +162,17 @@ class RegionSam3Module(L.LightningModule):
                 f"{self.teacher.embed_dim}: set model.region_head.embed_dim=0 (follow the teacher)"
             )
         return instantiate(region_head, embed_dim=self.teacher.embed_dim)
+
+    def _set_seg_head_positives_only(self, wanted: bool, criterion: Mapping[str, Any]) -> None:
+        semantic = bool(criterion.get("semantic_seg", 0.0) or criterion.get("semantic_dice", 0.0))
+        if wanted and semantic:
+            log.info("model.seg_head_positives_only ignored: the semantic-seg loss supervises "
+                     "negative prompts too")
+        if wanted and not hasattr(self.net, "seg_head_positives_only"):
+            raise ValueError("model.seg_head_positives_only=true needs a model built by "
+                             "region_sam3.models.sam3_arch (Sam3ImageModel)")
+        if hasattr(self.net, "seg_head_positives_only"):
+            self.net.seg_head_positives_only = wanted and not semantic
 
     def _category_names(self) -> dict[int, str]:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None

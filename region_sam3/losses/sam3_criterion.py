@@ -6,7 +6,8 @@ We reuse `sam3.train.loss` as is: `Sam3LossWrapper` (one-to-one + DAC one-to-man
 Two things are added:
 
 * `PointSampledMasks` applies the mask loss to every refinement iterate `pred_masks_iter{t}`
-  of the region head (deep supervision), weighted per iteration.
+  of the region head (deep supervision), weighted per iteration, and never draws more points
+  than the predicted mask has pixels (see `PointSampledMasks._sampled_loss`).
 * SAM3's semantic-segmentation head is supervised with `sam3`'s own `SemanticSegCriterion`
   (per query: the union of its instance masks, all-zero for negatives) when its weights are
   non-zero. It is a dense, matching-free signal; training a SAM3 from scratch needs it to break
@@ -23,6 +24,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 
 import torch
+import torch.nn.functional as F
 from sam3.train.loss import loss_fns
 from sam3.train.loss.loss_fns import (
     CORE_LOSS_KEY,
@@ -30,6 +32,11 @@ from sam3.train.loss.loss_fns import (
     IABCEMdetr,
     Masks,
     SemanticSegCriterion,
+)
+from sam3.train.loss.mask_sampling import (
+    calculate_uncertainty,
+    get_uncertain_point_coords_with_randomness,
+    point_sample,
 )
 from sam3.train.loss.sam3_loss import Sam3LossWrapper
 from sam3.train.matcher import BinaryOneToManyMatcher
@@ -87,6 +94,47 @@ class PointSampledMasks(Masks):
             importance_sample_ratio=importance_sample_ratio,
         )
         self.iter_loss_weights = list(iter_loss_weights) if iter_loss_weights is not None else None
+
+    def _sampled_loss(self, src_masks, target_masks, num_boxes):
+        """Focal + dice of matched masks on K points, never more points than mask pixels.
+
+        Args:
+            src_masks: [N,H,W] predicted logits (H=W=288 official, 64 tiny).
+            target_masks: [N,Ht,Wt] binary targets (any resolution, typically the input's).
+
+        Three regimes (K = `num_sample_points`, P = H·W, r = `oversample_ratio`):
+
+        * K·r <= P (official: 112² · 3 = 37,632 <= 288² = 82,944): SAM3's PointRend sampling,
+          unchanged (the same code path and RNG draws as `Masks._sampled_loss`).
+        * K < P < K·r: the same sampling with the candidate pool capped at P points (at 64²
+          with K = 56², SAM3 would draw 9,408 candidates on 4,096 pixels).
+        * K >= P: every pixel once, no random points and no `grid_sample`; the targets are
+          bilinearly resized to H×W, which is exactly what `point_sample` at the pixel centres
+          returns.
+        """
+        num_pixels = src_masks.shape[-2] * src_masks.shape[-1]
+        if self.num_sample_points >= num_pixels:
+            logits = src_masks.flatten(1)  # [N,P]
+            with torch.no_grad():
+                labels = F.interpolate(target_masks[:, None], size=src_masks.shape[-2:],
+                                       mode="bilinear", align_corners=False).flatten(1)
+        else:
+            # +0.5: int(K * ratio) inside sam3 must not round the capped pool down to P - 1.
+            ratio = min(self.oversample_ratio, (num_pixels + 0.5) / self.num_sample_points)
+            with torch.no_grad():
+                coords = get_uncertain_point_coords_with_randomness(
+                    src_masks[:, None], calculate_uncertainty, self.num_sample_points, ratio,
+                    self.importance_sample_ratio,
+                )  # [N,K,2]
+                labels = point_sample(target_masks[:, None], coords,
+                                      align_corners=False).squeeze(1)  # [N,K]
+            logits = point_sample(src_masks[:, None], coords, align_corners=False).squeeze(1)
+        # Looked up at call time: `_focal_loss_backend` swaps the module global.
+        return {
+            "loss_mask": loss_fns.sigmoid_focal_loss(
+                logits, labels, num_boxes, alpha=self.focal_alpha, gamma=self.focal_gamma),
+            "loss_dice": loss_fns.dice_loss(logits, labels, num_boxes),
+        }
 
     def get_loss(self, outputs, targets, indices, num_boxes):  # noqa: D102
         iter_keys = sorted(

@@ -31,6 +31,7 @@ from sam3.model.vl_combiner import SAM3VLBackbone
 from torch import nn
 
 from region_sam3.models.compat import CpuSafeSequenceGeometryEncoder, resolve_bpe_path
+from region_sam3.models.sam3_image import Sam3ImageModel
 
 
 def _position_encoding(d_model: int) -> PositionEmbeddingSine:
@@ -234,7 +235,9 @@ def build_sam3_architecture(
         add_cls=True,
         add_post_encode_proj=True,
     )
-    model = Sam3Image(
+    # `Sam3Image` + a training-only switch to skip negatives in the segmentation head (no new
+    # parameter; see region_sam3/models/sam3_image.py).
+    model = Sam3ImageModel(
         backbone=backbone,
         transformer=transformer,
         input_geometry_encoder=geometry_encoder,

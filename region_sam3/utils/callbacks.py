@@ -61,8 +61,9 @@ class MetricsPlotCallback(L.Callback):
         axes[0].plot(steps, loss, marker="o")
         axes[0].set(title="train loss (epoch mean)", xlabel="step")
         for key in keys:
+            # Per-iteration references (e.g. val/iter0/...: SAM3's own masks) are dashed.
             axes[1].plot(steps, [r.get(key, float("nan")) for r in self.history], marker="o",
-                         label=key)
+                         label=key, linestyle="--" if "/iter" in key else "-")
         axes[1].set(title="validation", xlabel="step", ylim=(0, 1))
         if keys:
             axes[1].legend(fontsize=8)

@@ -56,8 +56,10 @@ def evaluate_tiny_base(data_dir: str | Path, output_dir: str | Path) -> dict[str
     from omegaconf import OmegaConf
 
     conf_dir = Path(__file__).resolve().parents[2] / "conf"
+    # `~experiment`: the base alone (plain SAM3), not the main job's region head.
     overrides = [f"paths.data_dir={data_dir}", f"paths.output_dir={output_dir}",
-                 f"paths.work_dir={output_dir}", "logger=csv", *REFERENCE_OVERRIDES]
+                 f"paths.work_dir={output_dir}", "logger=csv", "~experiment",
+                 *REFERENCE_OVERRIDES]
     with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
     OmegaConf.resolve(cfg)

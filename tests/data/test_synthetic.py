@@ -1,3 +1,4 @@
+import hashlib
 import json
 
 import numpy as np
@@ -5,6 +6,7 @@ import pytest
 
 from region_sam3.data.coco import FindQueryDataset
 from region_sam3.data.synthetic import (
+    TEST_SPLITS,
     SyntheticConfig,
     ensure_synthetic_dataset,
     main,
@@ -70,8 +72,42 @@ def test_cache_reused_and_keyed_by_config(synthetic_root, tiny_cfg, tiny_val, ma
     image_dir, ann_file = tiny_val
     stamp = ann_file.stat().st_mtime_ns
     assert ensure_synthetic_dataset(synthetic_root, "val", tiny_cfg)[1].stat().st_mtime_ns == stamp
-    assert make_cfg(seed=9).config_hash() != tiny_cfg.config_hash()
+    assert make_cfg(seed=9).config_hash("val") != tiny_cfg.config_hash("val")
     assert not list(ann_file.parent.parent.glob(".tmp-*"))
+
+
+def test_cache_key_covers_only_its_own_split(make_cfg, tiny_cfg):
+    """Adding a split or resizing `train` keeps the cached val data; val's own spec does not."""
+    bigger_train = make_cfg(splits={"train": {"num_images": 60}, "val": {"num_images": 4}})
+    assert bigger_train.config_hash("val") == tiny_cfg.config_hash("val")
+    assert bigger_train.config_hash("train") != tiny_cfg.config_hash("train")
+    assert make_cfg(splits={"val": {"num_images": 5}}).config_hash("val") != tiny_cfg.config_hash(
+        "val")
+    # equal specs, different splits -> different data, different keys
+    assert tiny_cfg.config_hash("test") != tiny_cfg.config_hash("val")
+
+
+def test_held_out_splits_copy_their_counterparts_spec():
+    splits = SyntheticConfig().splits
+    assert TEST_SPLITS == {"test": "val", "test_small": "small", "test_crowded": "crowded"}
+    for test, counterpart in TEST_SPLITS.items():
+        assert splits[test] == splits[counterpart]
+        assert splits[test] is not splits[counterpart]
+    # a partial override (num_images only) keeps the counterpart's spec
+    cfg = SyntheticConfig.from_any({"splits": {"test_small": {"num_images": 3}}})
+    assert cfg.splits["test_small"].num_images == 3
+    assert cfg.splits["test_small"].small_prob == splits["small"].small_prob == 0.9
+
+
+@pytest.mark.parametrize("test_split", sorted(TEST_SPLITS))
+def test_held_out_splits_share_no_image_with_their_counterpart(make_cfg, test_split):
+    cfg = make_cfg(splits={test_split: {"num_images": 12}, TEST_SPLITS[test_split]: {
+        "num_images": 12}})
+    digest = lambda split, i: hashlib.sha1(render_scene(cfg, split, i).image.tobytes()).hexdigest()  # noqa: E731
+    held_out = {digest(test_split, i) for i in range(12)}
+    selecting = {digest(TEST_SPLITS[test_split], i) for i in range(12)}
+    assert len(held_out) == len(selecting) == 12
+    assert not held_out & selecting
 
 
 def test_unknown_split_and_shape_rejected(tmp_path, make_cfg):

@@ -12,7 +12,7 @@ from region_sam3.lit.module import NonFiniteLossError
 
 def _module_and_batch(tmp_path, data_dir, overrides=()):
     cfg = compose_task("train", tmp_path, data_dir,
-                       ["model/sam3=tiny", "data.augmentation=null", *overrides])
+                       ["~experiment", "model/sam3=tiny", "data.augmentation=null", *overrides])
     return build_module_and_batch(cfg)
 
 

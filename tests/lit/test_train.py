@@ -12,7 +12,7 @@ from region_sam3.tasks import eval_task, train_task
 
 TINY = ["model/sam3=tiny", "logger=csv"]
 SHORT = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
-         "+trainer.limit_test_batches=1", "trainer.log_every_n_steps=1"]
+         "++trainer.limit_test_batches=1", "trainer.log_every_n_steps=1"]
 
 
 def test_fast_dev_run_train(tmp_path, synthetic_data_dir):
@@ -81,7 +81,7 @@ def test_nothing_trainable_skips_fit_and_tests_every_split(tmp_path, synthetic_d
     metrics, objects = train_task(cfg)
     assert objects["trainer"].global_step == 0
     assert not (tmp_path / "checkpoints").exists()
-    for split in ("val", "small", "crowded"):
+    for split in ("test", "test_small", "test_crowded"):
         assert f"test/{split}/mask/AP50" in metrics, sorted(metrics)
     assert json.loads((tmp_path / "metrics.json").read_text()).keys() == metrics.keys()
 
