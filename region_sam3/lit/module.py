@@ -23,6 +23,7 @@ from region_sam3.data.sam3_adapter import to_sam3_batch
 from region_sam3.eval import DistillationEvaluator, EvaluatorList, build_default_evaluators
 from region_sam3.eval.types import QueryPrediction, QueryTarget
 from region_sam3.lit.optim import build_optimizer, lr_lambda
+from region_sam3.models.freeze import eval_frozen_modules
 
 log = logging.getLogger(__name__)
 TEACHER_PREFIX = "teacher."
@@ -30,6 +31,12 @@ TEACHER_PREFIX = "teacher."
 
 def _plain(cfg: Any) -> Any:
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+
+
+def _decoder_is_frozen(net: torch.nn.Module) -> bool:
+    """True when SAM3's DETR decoder has no trainable parameter."""
+    decoder = net.transformer.decoder
+    return not any(p.requires_grad for p in decoder.parameters())
 
 
 def final_output(sam3_output) -> dict[str, Any]:
@@ -57,6 +64,21 @@ class RegionSam3Module(L.LightningModule):
         teacher_cache_dir: cache teacher embeddings of GT masks on disk (only valid when the
             training views are augmentation-free: the key is image and annotation ids).
         on_nonfinite_loss: `stop` raises with the step and the term; `skip` drops the step.
+        frozen_eval_mode: keep every fully frozen submodule of SAM3 in eval mode while training
+            (no dropout / drop-path in the frozen base: the head sees the features it gets at
+            test time). Rule per module (`region_sam3.models.freeze.fully_frozen_modules`): a
+            module whose parameters *and* all descendants' parameters are frozen goes to eval;
+            a mixed module (e.g. `segmentation_head` with a trainable `region_head`) stays in
+            train mode, its fully frozen children go to eval, and its parameter-free children
+            (dropout directly under it) follow it. Applied after every `train()` and at the
+            start of fit (Lightning >= 2.2 does not call `train()` itself).
+        frozen_decoder_o2m_masks: with a frozen decoder, also pass SAM3's DAC one-to-many
+            queries through the segmentation/region head (and give them mask losses). Default
+            false: the head refines only the one-to-one queries that inference uses; the o2m
+            half keeps its box/class terms (constant: nothing under them trains) but gets no
+            masks, which halves the head's cost and drops 2x-weighted losses on outputs that
+            are discarded at inference. With a trainable decoder SAM3's own DAC recipe is kept
+            (o2m masks train the decoder) whatever this says.
     """
 
     def __init__(
@@ -72,6 +94,8 @@ class RegionSam3Module(L.LightningModule):
         teacher_masks: str = "gt",
         teacher_cache_dir: str | None = None,
         on_nonfinite_loss: str = "stop",
+        frozen_eval_mode: bool = True,
+        frozen_decoder_o2m_masks: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
@@ -88,6 +112,11 @@ class RegionSam3Module(L.LightningModule):
         self.distill = instantiate(distill) if distill else None
         head = self._build_region_head(region_head)
         self.net = instantiate(sam3, region_head=head)
+        self.frozen_eval_mode = bool(frozen_eval_mode)
+        if not frozen_decoder_o2m_masks and _decoder_is_frozen(self.net):
+            # Sam3Image then feeds only hs[:, :, :num_o2o] to the segmentation head and emits no
+            # `pred_masks*_o2m`; upstream's loss wrapper skips the o2m mask loss in that case.
+            self.net.o2m_mask_predict = False
         iter_weights = list(head.iter_loss_weights) if head is not None else None
         self.criterion = instantiate(criterion, iter_loss_weights=iter_weights)
         self.teacher_cache = None
@@ -97,7 +126,12 @@ class RegionSam3Module(L.LightningModule):
             self.teacher_cache = TeacherEmbeddingCache(teacher_cache_dir, self.teacher.config_hash())
         self.evaluation = dict(_plain(evaluation) or {})
         self.evaluators: dict[str, EvaluatorList] = {}
-        self._text_embeds: torch.Tensor | None = None
+        # Category-name text embeddings of the teacher [K,D] float32 (KL term, zero-shot metric),
+        # filled in `setup`. A non-persistent buffer so `.to(device)` moves it with the module
+        # (and it stays out of checkpoints: it is rebuilt from the teacher). Official size:
+        # COCO K=80, D=512 (CLIP B/16) -> 160 KB; LVIS K=1203, D=768 -> 3.7 MB. It is the only
+        # tensor the module keeps across steps (the teacher's pixel mean/std are buffers too).
+        self.register_buffer("_text_embeds", None, persistent=False)
         self._category_ids: list[int] = []
 
     # ------------------------------------------------------------------ setup helpers
@@ -147,7 +181,14 @@ class RegionSam3Module(L.LightningModule):
         super().train(mode)
         if self.teacher is not None:
             self.teacher.eval()
+        if mode and getattr(self, "frozen_eval_mode", True):
+            eval_frozen_modules(self.net)
         return self
+
+    def on_train_start(self) -> None:
+        # Lightning keeps the modes the module was built with (all train) and restores them
+        # per submodule after validation; apply the frozen-eval rule once training begins.
+        self.train()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Lightning restores optimizer, scheduler and loop counters but not the RNGs that drive
@@ -169,7 +210,7 @@ class RegionSam3Module(L.LightningModule):
     # ------------------------------------------------------------------ forward / losses
     def forward(self, batch: FindQueryBatch) -> dict[str, Any]:
         """Final SAM3 output dict for a `FindQueryBatch` (per-query tensors `[B,Q,...]`)."""
-        return final_output(self.net(to_sam3_batch(batch, self.device)))
+        return final_output(self.net(to_sam3_batch(batch, self.device, semantic=False)))
 
     def _teacher_embeddings(self, batch: FindQueryBatch, masks: torch.Tensor,
                             use_cache: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -213,7 +254,9 @@ class RegionSam3Module(L.LightningModule):
                             text_embeds=self._text_embeds, step=self.global_step)
 
     def _losses(self, batch: FindQueryBatch) -> dict[str, torch.Tensor]:
-        sam3_batch = to_sam3_batch(batch, self.device)
+        # The per-query mask union is only built when SAM3's semantic-head loss is on.
+        semantic = self.criterion.wrapper.loss_fn_semantic_seg is not None
+        sam3_batch = to_sam3_batch(batch, self.device, semantic=semantic)
         outputs = self.net(sam3_batch)
         targets = [self.net.back_convert(t) for t in sam3_batch.find_targets]
         losses = self.criterion(outputs, targets)
