@@ -33,6 +33,24 @@ def _plain(cfg: Any) -> Any:
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
 
 
+def augmentation_changes_views(augmentation: Mapping[str, Any] | None) -> list[str]:
+    """Names of the `data.augmentation` knobs that change the image or masks (empty: none).
+
+    Unset knobs take `AugmentationConfig`'s defaults, as the datamodule does.
+    """
+    if not augmentation:
+        return []
+    from region_sam3.data.transforms import AugmentationConfig
+
+    cfg = AugmentationConfig(**_plain(augmentation))
+    active = [f"hflip_prob={cfg.hflip_prob}"] if cfg.hflip_prob > 0 else []
+    if cfg.crop != "none":
+        active.append(f"crop={cfg.crop}")
+    active += [f"{k}={getattr(cfg, k)}" for k in ("brightness", "contrast", "saturation", "hue")
+               if getattr(cfg, k) > 0]
+    return active
+
+
 def _decoder_is_frozen(net: torch.nn.Module) -> bool:
     """True when SAM3's DETR decoder has no trainable parameter."""
     decoder = net.transformer.decoder
@@ -62,7 +80,8 @@ class RegionSam3Module(L.LightningModule):
         teacher / distill: TextRegion teacher and `DistillationLoss` configs (both or neither).
         teacher_masks: `gt` (default) or `student` (detached matched predictions).
         teacher_cache_dir: cache teacher embeddings of GT masks on disk (only valid when the
-            training views are augmentation-free: the key is image and annotation ids).
+            training views are augmentation-free: the key is image and annotation ids; `fit`
+            refuses an augmenting datamodule).
         on_nonfinite_loss: `stop` raises with the step and the term; `skip` drops the step.
         frozen_eval_mode: keep every fully frozen submodule of SAM3 in eval mode while training
             (no dropout / drop-path in the frozen base: the head sees the features it gets at
@@ -154,7 +173,29 @@ class RegionSam3Module(L.LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
         return dict(getattr(datamodule, "category_names", {}) or {})
 
+    def _check_teacher_cache_views(self) -> None:
+        """Refuse the teacher cache when training views are augmented: its key (image id,
+        annotation id) cannot tell a flipped/cropped/colour-jittered view from the first one."""
+        if self.teacher_cache is None or self.hparams.teacher_masks != "gt":
+            return
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
+        if datamodule is None or not hasattr(datamodule, "augmentation"):
+            log.warning("model.teacher_cache_dir is set but the training views' augmentation "
+                        "cannot be checked (no datamodule with an `augmentation` attribute): the "
+                        "cache is only valid for augmentation-free views")
+            return
+        active = augmentation_changes_views(datamodule.augmentation)
+        if active:
+            raise ValueError(
+                f"model.teacher_cache_dir={self.hparams.teacher_cache_dir!r} caches teacher "
+                f"embeddings by image and annotation id, but data.augmentation changes the "
+                f"training views ({', '.join(active)}): later views would be distilled toward the "
+                f"first view's embedding. Set data.augmentation=null or model.teacher_cache_dir=null."
+            )
+
     def setup(self, stage: str) -> None:
+        if stage == "fit":
+            self._check_teacher_cache_views()
         if self.teacher is not None:
             names = self._category_names()
             if names:
