@@ -52,7 +52,7 @@ def apply_freeze(
     return counts
 
 
-def fully_frozen_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+def fully_frozen_modules(model: nn.Module, include_root: bool = True) -> list[tuple[str, nn.Module]]:
     """The maximal submodules of `model` whose every parameter is frozen.
 
     A module qualifies when it (with all its descendants) holds at least one parameter and
@@ -61,6 +61,7 @@ def fully_frozen_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     activations) are never listed on their own: they follow their nearest listed ancestor.
     A *mixed* module (frozen and trainable descendants, e.g. SAM3's `segmentation_head` with
     a trainable `region_head`) is not listed; only its fully frozen children are.
+    `include_root=False` never lists `model` itself (its fully frozen children instead).
 
     Returns:
         `[(qualified name, module), ...]` in `named_modules` order ("" = `model` itself).
@@ -85,7 +86,7 @@ def fully_frozen_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     out: list[tuple[str, nn.Module]] = []
     covered: set[int] = set()  # descendants of a module already listed (pre-order walk)
     for name, module in model.named_modules():
-        if id(module) in covered:
+        if id(module) in covered or (module is model and not include_root):
             continue
         has, frozen = state[id(module)]
         if has and frozen:
@@ -99,13 +100,18 @@ def eval_frozen_modules(model: nn.Module) -> list[str]:
 
     Call after `model.train()`: a frozen module must behave as at inference (no dropout, no
     drop-path, no batch-norm statistics updates), or a trainable head on top of it learns from
-    noisy features it never sees at test time.
+    noisy features it never sees at test time. `model` itself keeps its mode even when nothing
+    in it trains: `Sam3Image.training` also selects the training *task* (matching, DAC
+    one-to-many queries, auxiliary outputs the loss reads), not only dropout. Side effect of
+    eval: SAM3's activation checkpointing (gated by `training`) is off in frozen modules, which
+    is free when no gradient flows through them (frozen base under a trainable head) but costs
+    activation memory if a frozen module sits between trainable ones.
 
     Returns:
         names of the modules switched to eval.
     """
     names = []
-    for name, module in fully_frozen_modules(model):
+    for name, module in fully_frozen_modules(model, include_root=False):
         module.eval()
         names.append(name)
     return names

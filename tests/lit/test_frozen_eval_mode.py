@@ -49,6 +49,7 @@ def test_frozen_base_is_deterministic_in_training_mode(rule, tmp_path, synthetic
     # Without the rule the frozen base runs dropout/drop-path: the control shows the test can fail.
     assert same is rule, {k: float((first[k] - second[k]).abs().max()) for k in first}
     assert module.net.segmentation_head.region_head.training
+    assert module.net.training  # the root keeps the training task (matching, DAC)
     assert module.net.segmentation_head.training  # mixed module: follows the trainable part
     assert module.net.backbone.training is not rule
     assert module.net.transformer.decoder.training is not rule
@@ -66,6 +67,14 @@ def test_mixed_modules_and_parameter_free_children():
     assert [name for name, _ in fully_frozen_modules(net)] == ["0", "2"]
     net.train()
     assert eval_frozen_modules(net) == ["0", "2"]
+    # a fully frozen root keeps its (task) mode; its children go to eval
+    net[3].requires_grad_(False)
+    assert [name for name, _ in fully_frozen_modules(net)] == [""]
+    net.train()
+    assert eval_frozen_modules(net) == ["0", "2", "3"] and net.training and net[1].training
+    net[3].requires_grad_(True)
+    net.train()
+    eval_frozen_modules(net)
     # parameter-free modules follow their parent: net[1] under the (mixed) root keeps training
     assert net.training and net[1].training and net[3].training
     assert not net[2][1].training and not net[0].training
