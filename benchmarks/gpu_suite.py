@@ -29,9 +29,8 @@ import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 import gpu_suite_parts as parts
+import torch
 
 
 @dataclass

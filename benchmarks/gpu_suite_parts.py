@@ -267,7 +267,7 @@ def measure_head_overhead(plain_net, region_heads: dict[str, torch.nn.Module],
         batch = to_sam3_batch(make_batch(1, image_size, p, min(p, 4), seed=2), device,
                               semantic=False)
 
-        def run(head):
+        def run(head, batch=batch):
             plain_net.segmentation_head = head
             with torch.no_grad(), autocast_for(device):
                 plain_net(batch)

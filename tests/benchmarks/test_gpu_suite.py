@@ -67,7 +67,7 @@ def test_tiny_suite_on_cpu_end_to_end(tmp_path):
     expected = {f"region_head_full T={t}" for t in range(4)} | {
         "distill_clip (T=2)", "full fine-tuning (plain SAM3)"}
     assert set(train) == expected
-    for name, (_, params, batch, ips, step_ms, mem, _syncs) in train.items():
+    for name, (_, _params, batch, ips, step_ms, mem, _syncs) in train.items():
         assert _number(batch) >= 1, name
         assert all(math.isfinite(_number(c)) and _number(c) > 0 for c in (ips, step_ms, mem)), name
     # frozen base: only the head trains; full fine-tuning trains everything
