@@ -76,7 +76,7 @@ def training_configs(preset: SizePreset) -> dict[str, list[str]]:
         for t in NUM_ITERS}
     configs["distill_clip (T=2)"] = ["experiment=distill_clip", *preset.sam3, *preset.teacher]
     configs["full fine-tuning (plain SAM3)"] = [
-        "experiment=region_head_full", "~model/region_head", *preset.sam3, "model.sam3.freeze=[]"]
+        "experiment=region_head_full", "model.region_head=null", *preset.sam3, "model.sam3.freeze=[]"]
     return configs
 
 

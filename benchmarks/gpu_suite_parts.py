@@ -264,8 +264,7 @@ def measure_head_overhead(plain_net, region_heads: dict[str, torch.nn.Module],
     base = count_params(plain_net)
     rows = []
     for p in prompts:
-        batch = to_sam3_batch(make_batch(1, image_size, p, min(p, 4), seed=2), device,
-                              semantic=False)
+        batch = to_sam3_batch(make_batch(1, image_size, p, min(p, 4), seed=2), device)
 
         def run(head, batch=batch):
             plain_net.segmentation_head = head

@@ -69,7 +69,8 @@ def time_steps(module, datamodule, optimizer, device, steps: int, warmup: int) -
         except StopIteration:
             batches = iter(datamodule.train_dataloader())
             batch = next(batches)
-        sam3_batch = to_sam3_batch(batch, device)
+        sam3_batch = to_sam3_batch(
+            batch, device, semantic=module.criterion.wrapper.loss_fn_semantic_seg is not None)
         marks = [time.perf_counter()]
         with autocast:
             outputs = module.net(sam3_batch)

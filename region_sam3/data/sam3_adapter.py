@@ -62,7 +62,7 @@ def semantic_masks(batch: FindQueryBatch) -> torch.Tensor:
 
 
 def to_sam3_batch(
-    batch: FindQueryBatch, device: torch.device | str, *, semantic: bool = True
+    batch: FindQueryBatch, device: torch.device | str, *, semantic: bool = False
 ) -> BatchedDatapoint:
     """Build the `BatchedDatapoint` that `Sam3Image.forward` reads, in train and eval mode.
 
@@ -75,7 +75,8 @@ def to_sam3_batch(
         batch: on the CPU or already on `device`.
         device: target device.
         semantic: also build `semantic_segments` (per-query union of the instance masks), only
-            needed by SAM3's semantic-head loss; False leaves it None.
+            needed by SAM3's semantic-head loss (pass True when its weight is non-zero); False
+            (default: evaluation, the usual training) leaves it None.
 
     Shapes (B queries, T targets, N_img images):
       img_batch [N_img,3,H,W]; find_inputs[0].img_ids/text_ids [B];

@@ -251,7 +251,7 @@ class RegionSam3Module(L.LightningModule):
     # ------------------------------------------------------------------ forward / losses
     def forward(self, batch: FindQueryBatch) -> dict[str, Any]:
         """Final SAM3 output dict for a `FindQueryBatch` (per-query tensors `[B,Q,...]`)."""
-        return final_output(self.net(to_sam3_batch(batch, self.device, semantic=False)))
+        return final_output(self.net(to_sam3_batch(batch, self.device)))
 
     def _teacher_embeddings(self, batch: FindQueryBatch, masks: torch.Tensor,
                             use_cache: bool = False) -> tuple[torch.Tensor, torch.Tensor]:

@@ -106,7 +106,7 @@ def test_adapter_reads_nothing_back_and_builds_semantic_masks_on_demand():
         orig_sizes=torch.full((2, 2), 8), valid_sizes=torch.full((2, 2), 8), file_names=["x", "y"],
         num_targets_host=(2, 0, 1), target_object_host=(0, 1, 0))
     with record_sync_calls() as calls:
-        sam3_batch = to_sam3_batch(batch, "cpu")
+        sam3_batch = to_sam3_batch(batch, "cpu", semantic=True)
     assert not calls, dict(calls)
     target = sam3_batch.find_targets[0]
     assert torch.equal(target.semantic_segments,
@@ -114,4 +114,4 @@ def test_adapter_reads_nothing_back_and_builds_semantic_masks_on_demand():
     assert target.object_ids_padded.tolist() == [[0, 1], [-1, -1], [0, -1]]
     assert sam3_batch.find_inputs[0].object_ids == [[0, 1], [], [0]]
     assert sam3_batch.find_metadatas[0].object_id.tolist() == [0, -1, 0]
-    assert to_sam3_batch(batch, "cpu", semantic=False).find_targets[0].semantic_segments is None
+    assert to_sam3_batch(batch, "cpu").find_targets[0].semantic_segments is None
