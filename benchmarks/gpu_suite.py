@@ -7,7 +7,8 @@ Random weights at official size (`conf/model/sam3/full.yaml`: 1008 px, 848M para
    `experiment=distill_clip` (real-size ViT-B/16 teacher, random weights) and of full fine-tuning
    (plain SAM3, nothing frozen; the reference): largest batch per device (doubling + bisection,
    OOM caught), then images/s, step time, peak memory and host-device syncs per step at it;
-2. one validation step with 80 prompts per image through the module's evaluation hooks;
+2. one validation step with 80 prompts per image through the module's evaluation hooks
+   (`on_validation_epoch_start` / `validation_step` / `on_validation_epoch_end`);
 3. head overhead: parameters and eval forward latency at T = 0..3 vs plain SAM3, side by side;
 4. mask pooling at Q=200, C=256 on the 72² and 288² grids vs the roofline from the matmul and
    copy peaks measured in the same run (bf16 on CUDA).
@@ -45,6 +46,7 @@ class SizePreset:
     max_batch: int
     steps: int
     latency_prompts: list[int]
+    val_prompts: int  # prompts per validation image (COCO evaluation asks all 80 categories)
     pool: dict = field(default_factory=dict)
     peaks: dict = field(default_factory=dict)
     repeats: int = 5
@@ -54,19 +56,19 @@ PRESETS = {
     "full": SizePreset(
         sam3=["model.sam3.checkpoint=null", "model.sam3.strict=false"],
         teacher=["teacher.pretrained=null"], image_size=1008, train_queries=16,
-        train_positives=4, max_batch=32, steps=5, latency_prompts=[1, 80],
+        train_positives=4, max_batch=32, steps=5, latency_prompts=[1, 80], val_prompts=80,
         pool={"q": 200, "c": 256, "grids": [72, 288]},
         peaks={"matmul_n": 8192, "copy_mib": 1024}),
     "tiny": SizePreset(
         sam3=["model/sam3=tiny", "model.sam3.checkpoint=null", "model.sam3.strict=false",
               "model.criterion.num_sample_points=256"],
         teacher=["teacher=tiny_clip"], image_size=224, train_queries=4, train_positives=2,
-        max_batch=2, steps=1, latency_prompts=[1, 4],
+        max_batch=2, steps=1, latency_prompts=[1, 2], val_prompts=8,
         pool={"q": 24, "c": 64, "grids": [16, 64]},
-        peaks={"matmul_n": 512, "copy_mib": 16}, repeats=3),
+        peaks={"matmul_n": 512, "copy_mib": 16}, repeats=2),
 }
 NUM_ITERS = (0, 1, 2, 3)
-VAL_PROMPTS = 80
+CATEGORIES = 80
 
 
 def training_configs(preset: SizePreset) -> dict[str, list[str]]:
@@ -94,7 +96,7 @@ def _fmt(value: float, digits: int = 2) -> str:
 def run_suite(size: str, device: torch.device) -> str:
     """Run every measurement; return the markdown report."""
     preset = PRESETS[size]
-    category_names = [f"category {i}" for i in range(VAL_PROMPTS)]
+    category_names = [f"category {i}" for i in range(CATEGORIES)]
     precision = "bf16 autocast" if device.type == "cuda" else "fp32"
     mem_label = "peak GPU mem GiB" if device.type == "cuda" else "process max RSS GiB"
     lines = [f"# GPU verification suite ({size} size)", "",
@@ -134,12 +136,12 @@ def run_suite(size: str, device: torch.device) -> str:
 
     # 2. validation -----------------------------------------------------------------------
     v = parts.measure_validation(val_module, device, image_size=preset.image_size,
-                                 prompts=VAL_PROMPTS, positives=4)
+                                 prompts=preset.val_prompts, positives=4)
     del val_module
     gc.collect()
     lines += ["", "## Validation step (region_head_full T=2, evaluation hooks)", "",
               f"| prompts/image | step ms | images/s | {mem_label} |", "|---|---|---|---|",
-              f"| {VAL_PROMPTS} | {_fmt(v['step_ms'], 1)} | {_fmt(v['images_per_s'])} | "
+              f"| {preset.val_prompts} | {_fmt(v['step_ms'], 1)} | {_fmt(v['images_per_s'])} | "
               f"{_fmt(v['peak_gib'])} |"]
 
     # 3. head overhead --------------------------------------------------------------------
@@ -168,11 +170,11 @@ def run_suite(size: str, device: torch.device) -> str:
                                  **preset.pool)
     lines += ["", f"## Mask pooling (Q={preset.pool['q']}, C={preset.pool['c']}, "
               f"{str(dtype).removeprefix('torch.')})", "",
-              f"Measured peaks: matmul {peaks[0] / 1e12:.2f} TFLOP/s, copy "
+              f"Measured peaks: matmul {peaks[0] / 1e9:.1f} GFLOP/s, copy "
               f"{peaks[1] / 1e9:.0f} GB/s.", "",
-              "| grid | ms | roofline ms | × roofline | TFLOP/s |", "|---|---|---|---|---|"]
+              "| grid | ms | roofline ms | × roofline | GFLOP/s |", "|---|---|---|---|---|"]
     lines += [f"| {r['grid']}² | {r['ms']:.3f} | {r['roofline_ms']:.3f} | "
-              f"{r['x_roofline']:.2f} | {r['tflops']:.3f} |" for r in pool]
+              f"{r['x_roofline']:.2f} | {r['tflops'] * 1e3:.1f} |" for r in pool]
 
     lines += ["", "## Goals (one H100/H200)", ""] + goals(train, rows, pool) + [""]
     return "\n".join(lines)

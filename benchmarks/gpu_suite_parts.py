@@ -190,9 +190,11 @@ def measure_training(module, optimizer, device: torch.device, *, image_size: int
                      queries: int, positives: int, max_batch: int, steps: int,
                      warmup: int = 1) -> dict[str, Any]:
     """Largest batch per device, then images/s, step time and peak memory at that batch."""
+    # Batches go to the device before the step, as Lightning's transfer hook does (the module's
+    # distillation path reads the batch's masks and ids directly).
     def step(batch_size: int) -> None:
         train_step(module, optimizer,
-                   make_batch(batch_size, image_size, queries, positives), device)
+                   make_batch(batch_size, image_size, queries, positives).to(device), device)
 
     largest, capped = search_largest_batch(
         lambda b: fits(step, b, device, optimizer), max_batch)
@@ -200,7 +202,7 @@ def measure_training(module, optimizer, device: torch.device, *, image_size: int
               "step_ms": float("nan"), "peak_gib": float("nan"), "syncs": float("nan")}
     if largest == 0:
         return result
-    batch = make_batch(largest, image_size, queries, positives)
+    batch = make_batch(largest, image_size, queries, positives).to(device)
     for _ in range(warmup):
         train_step(module, optimizer, batch, device)
     result["syncs"] = count_cuda_syncs(lambda: train_step(module, optimizer, batch, device), device)
