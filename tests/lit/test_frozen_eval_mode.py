@@ -80,6 +80,7 @@ def test_mixed_modules_and_parameter_free_children():
     assert not net[2][1].training and not net[0].training
 
 
+@pytest.mark.slow
 def test_modes_hold_through_fit_and_validation(tmp_path, synthetic_data_dir):
     module, batch = _module(tmp_path, synthetic_data_dir)
     seen: list[tuple[bool, bool, bool]] = []
