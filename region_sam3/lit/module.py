@@ -23,7 +23,7 @@ from region_sam3.data.sam3_adapter import to_sam3_batch
 from region_sam3.eval import DistillationEvaluator, EvaluatorList, build_default_evaluators
 from region_sam3.eval.types import QueryPrediction, QueryTarget
 from region_sam3.lit.optim import build_optimizer, lr_lambda
-from region_sam3.models.freeze import eval_frozen_modules
+from region_sam3.models.freeze import eval_frozen_modules, has_trainable
 
 log = logging.getLogger(__name__)
 TEACHER_PREFIX = "teacher."
@@ -31,30 +31,6 @@ TEACHER_PREFIX = "teacher."
 
 def _plain(cfg: Any) -> Any:
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
-
-
-def augmentation_changes_views(augmentation: Mapping[str, Any] | None) -> list[str]:
-    """Names of the `data.augmentation` knobs that change the image or masks (empty: none).
-
-    Unset knobs take `AugmentationConfig`'s defaults, as the datamodule does.
-    """
-    if not augmentation:
-        return []
-    from region_sam3.data.transforms import AugmentationConfig
-
-    cfg = AugmentationConfig(**_plain(augmentation))
-    active = [f"hflip_prob={cfg.hflip_prob}"] if cfg.hflip_prob > 0 else []
-    if cfg.crop != "none":
-        active.append(f"crop={cfg.crop}")
-    active += [f"{k}={getattr(cfg, k)}" for k in ("brightness", "contrast", "saturation", "hue")
-               if getattr(cfg, k) > 0]
-    return active
-
-
-def _decoder_is_frozen(net: torch.nn.Module) -> bool:
-    """True when SAM3's DETR decoder has no trainable parameter."""
-    decoder = net.transformer.decoder
-    return not any(p.requires_grad for p in decoder.parameters())
 
 
 def final_output(sam3_output) -> dict[str, Any]:
@@ -132,7 +108,7 @@ class RegionSam3Module(L.LightningModule):
         head = self._build_region_head(region_head)
         self.net = instantiate(sam3, region_head=head)
         self.frozen_eval_mode = bool(frozen_eval_mode)
-        if not frozen_decoder_o2m_masks and _decoder_is_frozen(self.net):
+        if not frozen_decoder_o2m_masks and not has_trainable(self.net.transformer.decoder):
             # Sam3Image then feeds only hs[:, :, :num_o2o] to the segmentation head and emits no
             # `pred_masks*_o2m`; upstream's loss wrapper skips the o2m mask loss in that case.
             self.net.o2m_mask_predict = False
@@ -173,29 +149,12 @@ class RegionSam3Module(L.LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
         return dict(getattr(datamodule, "category_names", {}) or {})
 
-    def _check_teacher_cache_views(self) -> None:
-        """Refuse the teacher cache when training views are augmented: its key (image id,
-        annotation id) cannot tell a flipped/cropped/colour-jittered view from the first one."""
-        if self.teacher_cache is None or self.hparams.teacher_masks != "gt":
-            return
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
-        if datamodule is None or not hasattr(datamodule, "augmentation"):
-            log.warning("model.teacher_cache_dir is set but the training views' augmentation "
-                        "cannot be checked (no datamodule with an `augmentation` attribute): the "
-                        "cache is only valid for augmentation-free views")
-            return
-        active = augmentation_changes_views(datamodule.augmentation)
-        if active:
-            raise ValueError(
-                f"model.teacher_cache_dir={self.hparams.teacher_cache_dir!r} caches teacher "
-                f"embeddings by image and annotation id, but data.augmentation changes the "
-                f"training views ({', '.join(active)}): later views would be distilled toward the "
-                f"first view's embedding. Set data.augmentation=null or model.teacher_cache_dir=null."
-            )
-
     def setup(self, stage: str) -> None:
-        if stage == "fit":
-            self._check_teacher_cache_views()
+        if stage == "fit" and self.teacher_cache is not None and self.hparams.teacher_masks == "gt":
+            from region_sam3.teachers.cache import refuse_augmented_views
+
+            datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
+            refuse_augmented_views(datamodule, self.hparams.teacher_cache_dir)
         if self.teacher is not None:
             names = self._category_names()
             if names:

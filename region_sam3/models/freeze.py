@@ -115,3 +115,8 @@ def eval_frozen_modules(model: nn.Module) -> list[str]:
         module.eval()
         names.append(name)
     return names
+
+
+def has_trainable(module: nn.Module) -> bool:
+    """True when any parameter of `module` (or its descendants) has `requires_grad`."""
+    return any(p.requires_grad for p in module.parameters())

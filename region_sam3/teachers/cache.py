@@ -28,7 +28,7 @@ import os
 import re
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,42 @@ from torch import Tensor
 
 log = logging.getLogger(__name__)
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def augmentation_changes_views(augmentation: Mapping[str, Any] | None) -> list[str]:
+    """Names of the `data.augmentation` knobs that change the image or masks (empty: none).
+
+    Unset knobs take `AugmentationConfig`'s defaults, as the datamodule does.
+    """
+    if not augmentation:
+        return []
+    from region_sam3.data.transforms import AugmentationConfig
+
+    cfg = AugmentationConfig(**dict(augmentation))
+    active = [f"hflip_prob={cfg.hflip_prob}"] if cfg.hflip_prob > 0 else []
+    if cfg.crop != "none":
+        active.append(f"crop={cfg.crop}")
+    active += [f"{k}={getattr(cfg, k)}" for k in ("brightness", "contrast", "saturation", "hue")
+               if getattr(cfg, k) > 0]
+    return active
+
+
+def refuse_augmented_views(datamodule: Any, cache_dir: str | os.PathLike) -> None:
+    """Raise when `datamodule` augments its training views: the cache key (image id, annotation
+    id) cannot tell a flipped/cropped/colour-jittered view from the first one."""
+    if datamodule is None or not hasattr(datamodule, "augmentation"):
+        log.warning("model.teacher_cache_dir is set but the training views' augmentation cannot "
+                    "be checked (no datamodule with an `augmentation` attribute): the cache is "
+                    "only valid for augmentation-free views")
+        return
+    active = augmentation_changes_views(datamodule.augmentation)
+    if active:
+        raise ValueError(
+            f"model.teacher_cache_dir={str(cache_dir)!r} caches teacher embeddings by image and "
+            f"annotation id, but data.augmentation changes the training views "
+            f"({', '.join(active)}): later views would be distilled toward the first view's "
+            f"embedding. Set data.augmentation=null or model.teacher_cache_dir=null."
+        )
 
 
 class TeacherEmbeddingCache:

@@ -9,7 +9,7 @@ import pytest
 from helpers import compose_task
 from omegaconf import OmegaConf
 
-from region_sam3.lit.module import augmentation_changes_views
+from region_sam3.teachers.cache import augmentation_changes_views
 
 SMOKE = ["experiment=distill_clip", "debug=smoke", "model.sam3.checkpoint=null",
          "model/sam3=tiny", "model.sam3.strict=false"]
