@@ -70,7 +70,7 @@ def time_steps(module, datamodule, optimizer, device, steps: int, warmup: int) -
             batches = iter(datamodule.train_dataloader())
             batch = next(batches)
         sam3_batch = to_sam3_batch(
-            batch, device, semantic=module.criterion.wrapper.loss_fn_semantic_seg is not None)
+            batch, device, semantic=module.criterion.needs_semantic_masks)
         marks = [time.perf_counter()]
         with autocast:
             outputs = module.net(sam3_batch)

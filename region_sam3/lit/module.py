@@ -254,8 +254,9 @@ class RegionSam3Module(L.LightningModule):
                             text_embeds=self._text_embeds, step=self.global_step)
 
     def _losses(self, batch: FindQueryBatch) -> dict[str, torch.Tensor]:
-        # The per-query mask union is only built when SAM3's semantic-head loss is on.
-        semantic = self.criterion.wrapper.loss_fn_semantic_seg is not None
+        # The per-query mask union is only built when SAM3's semantic-head loss is on (a
+        # criterion that does not say gets it).
+        semantic = getattr(self.criterion, "needs_semantic_masks", True)
         sam3_batch = to_sam3_batch(batch, self.device, semantic=semantic)
         outputs = self.net(sam3_batch)
         targets = [self.net.back_convert(t) for t in sam3_batch.find_targets]
