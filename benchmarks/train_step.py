@@ -72,7 +72,8 @@ def time_steps(module, datamodule, optimizer, device, steps: int, warmup: int) -
         except StopIteration:
             batches = iter(datamodule.train_dataloader())
             batch = next(batches)
-        sam3_batch = to_sam3_batch(batch, device)
+        sam3_batch = to_sam3_batch(
+            batch, device, semantic=module.criterion.needs_semantic_masks)
         cpu_start = time.process_time()
         marks = [time.perf_counter()]
         with autocast:

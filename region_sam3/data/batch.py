@@ -63,10 +63,23 @@ class FindQueryBatch:
     valid_sizes: torch.Tensor  # [N_img,2] long, (h, w) of content inside the H,W canvas
     file_names: list[str]  # [N_img]
     gt_annotations: list[list[dict]] | None = None  # [N_img] original-frame COCO anns (eval)
+    # Host copies of `num_targets` and `target_object_index` (Python ints, set by the collator).
+    # `to_sam3_batch` needs them as ints (padded width, FindStage.object_ids); reading them
+    # back from the GPU would be a host-device sync per step. `.to()` carries them unchanged.
+    num_targets_host: tuple[int, ...] | None = None
+    target_object_host: tuple[int, ...] | None = None
 
     @property
     def num_queries(self) -> int:
         return len(self.prompts)
+
+    def host_targets(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """`(num_targets, target_object_index)` as Python ints, without a device read when the
+        collator filled the host copies (otherwise one device->host copy of both at once)."""
+        if self.num_targets_host is not None and self.target_object_host is not None:
+            return self.num_targets_host, self.target_object_host
+        both = torch.cat([self.num_targets, self.target_object_index]).tolist()
+        return tuple(both[:self.num_queries]), tuple(both[self.num_queries:])
 
     def _map_tensors(self, fn) -> FindQueryBatch:
         changes = {
@@ -152,4 +165,6 @@ def collate_find_queries(samples: list[FindQuerySample]) -> FindQueryBatch:
             if all(s.gt_annotations is not None for s in samples)
             else None
         ),
+        num_targets_host=tuple(num_targets),
+        target_object_host=tuple(object_rows),
     )

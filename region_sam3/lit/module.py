@@ -40,6 +40,7 @@ from region_sam3.lit.nonfinite import (
     zero_loss_for_skipped_step,
 )
 from region_sam3.lit.optim import build_optimizer, lr_lambda
+from region_sam3.models.freeze import eval_frozen_modules, has_trainable
 
 log = logging.getLogger(__name__)
 # Evaluation metrics are logged with sync_dist=False on purpose: the evaluators already gathered
@@ -74,7 +75,8 @@ class RegionSam3Module(L.LightningModule):
         teacher / distill: TextRegion teacher and `DistillationLoss` configs (both or neither).
         teacher_masks: `gt` (default) or `student` (detached matched predictions).
         teacher_cache_dir: cache teacher embeddings of GT masks on disk (only valid when the
-            training views are augmentation-free: the key is image and annotation ids).
+            training views are augmentation-free: the key is image and annotation ids; `fit`
+            refuses an augmenting datamodule).
         on_nonfinite_loss: `stop` raises with the step and the term; `skip` drops the step
             (no optimizer update). Decided collectively under DDP (`lit/nonfinite.py`).
         seg_head_positives_only: in training, run the segmentation head (pixel decoder, mask
@@ -84,6 +86,21 @@ class RegionSam3Module(L.LightningModule):
         recompute_activations: false stops SAM3's fusion encoder / decoder from recomputing
             activations in backward (they hard-wire activation checkpointing): faster, more
             memory. Keep true at official size.
+        frozen_eval_mode: keep every fully frozen submodule of SAM3 in eval mode while training
+            (no dropout / drop-path in the frozen base: the head sees the features it gets at
+            test time). Rule per module (`region_sam3.models.freeze.fully_frozen_modules`): a
+            module whose parameters *and* all descendants' parameters are frozen goes to eval;
+            a mixed module (e.g. `segmentation_head` with a trainable `region_head`) stays in
+            train mode, its fully frozen children go to eval, and its parameter-free children
+            (dropout directly under it) follow it. Applied after every `train()` and at the
+            start of fit (Lightning >= 2.2 does not call `train()` itself).
+        frozen_decoder_o2m_masks: with a frozen decoder, also pass SAM3's DAC one-to-many
+            queries through the segmentation/region head (and give them mask losses). Default
+            false: the head refines only the one-to-one queries that inference uses; the o2m
+            half keeps its box/class terms (constant: nothing under them trains) but gets no
+            masks, which halves the head's cost and drops 2x-weighted losses on outputs that
+            are discarded at inference. With a trainable decoder SAM3's own DAC recipe is kept
+            (o2m masks train the decoder) whatever this says.
     """
 
     def __init__(
@@ -102,6 +119,8 @@ class RegionSam3Module(L.LightningModule):
         baseline: Mapping[str, Any] | None = None,
         seg_head_positives_only: bool = False,
         recompute_activations: bool = True,
+        frozen_eval_mode: bool = True,
+        frozen_decoder_o2m_masks: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
@@ -121,6 +140,11 @@ class RegionSam3Module(L.LightningModule):
         if baseline and baseline.get("_target_"):  # `name` labels the sweep axis only
             adapter = instantiate({k: v for k, v in _plain(baseline).items() if k != "name"})
         self.net = instantiate(sam3, region_head=head, baseline=adapter)
+        self.frozen_eval_mode = bool(frozen_eval_mode)
+        if not frozen_decoder_o2m_masks and not has_trainable(self.net.transformer.decoder):
+            # Sam3Image then feeds only hs[:, :, :num_o2o] to the segmentation head and emits no
+            # `pred_masks*_o2m`; upstream's loss wrapper skips the o2m mask loss in that case.
+            self.net.o2m_mask_predict = False
         iter_weights = list(head.iter_loss_weights) if head is not None else None
         self.criterion = instantiate(criterion, iter_loss_weights=iter_weights)
         self._set_seg_head_positives_only(seg_head_positives_only, criterion)
@@ -142,7 +166,12 @@ class RegionSam3Module(L.LightningModule):
         )
         self.evaluators: dict[str, EvaluatorList] = {}
         self.eval_pools: dict[str, DetectionPool] = {}
-        self._text_embeds: torch.Tensor | None = None
+        # Category-name text embeddings of the teacher [K,D] float32 (KL term, zero-shot metric),
+        # filled in `setup`. A non-persistent buffer so `.to(device)` moves it with the module
+        # (and it stays out of checkpoints: it is rebuilt from the teacher). Official size:
+        # COCO K=80, D=512 (CLIP B/16) -> 160 KB; LVIS K=1203, D=768 -> 3.7 MB. It is the only
+        # tensor the module keeps across steps (the teacher's pixel mean/std are buffers too).
+        self.register_buffer("_text_embeds", None, persistent=False)
         self._category_ids: list[int] = []
         self._skip_optimizer_step = False
         self._nonfinite_skips = 0
@@ -179,6 +208,11 @@ class RegionSam3Module(L.LightningModule):
         return dict(getattr(datamodule, "category_names", {}) or {})
 
     def setup(self, stage: str) -> None:
+        if stage == "fit" and self.teacher_cache is not None and self.hparams.teacher_masks == "gt":
+            from region_sam3.teachers.cache import refuse_augmented_views
+
+            datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
+            refuse_augmented_views(datamodule, self.hparams.teacher_cache_dir)
         if self.teacher is not None:
             names = self._category_names()
             if names:
@@ -207,6 +241,8 @@ class RegionSam3Module(L.LightningModule):
         super().train(mode)
         if self.teacher is not None:
             self.teacher.eval()
+        if mode and getattr(self, "frozen_eval_mode", True):
+            eval_frozen_modules(self.net)
         return self
 
     def trainable_params(self) -> int:
@@ -220,6 +256,11 @@ class RegionSam3Module(L.LightningModule):
         log.info("model/trainable_params = %d", count)
         for logger in self.loggers:
             logger.log_metrics({"model/trainable_params": float(count)}, step=0)
+
+    def on_train_start(self) -> None:
+        # Lightning keeps the modes the module was built with (all train) and restores them
+        # per submodule after validation; apply the frozen-eval rule once training begins.
+        self.train()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Lightning restores optimizer, scheduler and loop counters but not the RNGs that drive
@@ -285,7 +326,10 @@ class RegionSam3Module(L.LightningModule):
                             text_embeds=self._text_embeds, step=self.global_step)
 
     def _losses(self, batch: FindQueryBatch) -> dict[str, torch.Tensor]:
-        sam3_batch = to_sam3_batch(batch, self.device)
+        # The per-query mask union is only built when SAM3's semantic-head loss is on (a
+        # criterion that does not say gets it).
+        semantic = getattr(self.criterion, "needs_semantic_masks", True)
+        sam3_batch = to_sam3_batch(batch, self.device, semantic=semantic)
         outputs = self.net(sam3_batch)
         targets = [self.net.back_convert(t) for t in sam3_batch.find_targets]
         losses = self.criterion(outputs, targets)

@@ -1,4 +1,19 @@
-"""AdamW parameter groups by name globs and warmup + cosine / inverse-sqrt schedules."""
+"""AdamW parameter groups by name globs and warmup + cosine / inverse-sqrt schedules.
+
+Weight decay is excluded by explicit rules, not name globs (`*embed*` also caught the region
+head's `mask_embed.layers.*.weight` and `embed_proj.weight`, which are ordinary matrices):
+
+* biases: the parameter's own name is `bias` or ends with `_bias` (`in_proj_bias`);
+* normalisation layers: every parameter of a LayerNorm / GroupNorm / BatchNorm / RMSNorm /
+  InstanceNorm module;
+* true embedding tables: every parameter of an `nn.Embedding` (SAM3's `query_embed`,
+  `reference_points`, `presence_token`, geometry `label_embed`/`cls_embed`, the text
+  `token_embedding`), and the positional-embedding / class-token parameters named in
+  `EMBEDDING_PARAM_NAMES` (ViT `pos_embed`, text `positional_embedding`).
+
+Everything else decays (linear and conv kernels, `text_projection`, ...). Extra globs in
+`optimizer.no_decay` add exclusions.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +25,33 @@ from typing import Any
 import torch
 from torch import nn
 
-_NO_DECAY_DEFAULT = ("*.bias", "*norm*.weight", "*.ln_*", "*embed*", "*query_embed*", "*.pos_embed")
+NORM_TYPES: tuple[type[nn.Module], ...] = (
+    nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._NormBase, nn.RMSNorm,
+)
+#: parameter names (the last component) of learned positional embeddings and class tokens
+EMBEDDING_PARAM_NAMES = frozenset({
+    "pos_embed", "positional_embedding", "absolute_pos_embed", "cls_token", "pos_embedding",
+})
+
+
+def no_decay_parameter_names(model: nn.Module, extra: Sequence[str] = ()) -> set[str]:
+    """Names of the parameters of `model` that get no weight decay (see the module docstring).
+
+    Args:
+        extra: additional `fnmatch` globs on parameter names to exclude.
+    """
+    names: set[str] = set()
+    for module_name, module in model.named_modules():
+        whole_module = isinstance(module, (*NORM_TYPES, nn.Embedding))
+        for leaf, _ in module.named_parameters(recurse=False):
+            if whole_module or leaf == "bias" or leaf.endswith("_bias") or (
+                leaf in EMBEDDING_PARAM_NAMES
+            ):
+                names.add(f"{module_name}.{leaf}" if module_name else leaf)
+    if extra:
+        names |= {n for n, _ in model.named_parameters()
+                  if any(fnmatch.fnmatchcase(n, p) for p in extra)}
+    return names
 
 
 def build_param_groups(
@@ -19,25 +60,27 @@ def build_param_groups(
     lr: float,
     weight_decay: float,
     groups: Sequence[Mapping[str, Any]] = (),
-    no_decay: Sequence[str] = _NO_DECAY_DEFAULT,
+    no_decay: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
     """Split the trainable parameters of `model` into AdamW groups.
 
     Args:
         groups: ordered `{name, patterns: [glob, ...], lr?, weight_decay?}`; a parameter goes
             to the first group whose pattern matches its name, otherwise to `default`.
-        no_decay: globs whose parameters get weight decay 0 (biases, norms, embeddings).
+        no_decay: extra globs whose parameters get weight decay 0, on top of the built-in
+            rules (biases, norm layers, embedding tables; `no_decay_parameter_names`).
 
     Returns:
         torch optimizer groups, each with a `name` (used by the LR monitor) and no empty group.
     """
     specs = [dict(g) for g in groups] + [{"name": "default", "patterns": ["*"]}]
+    excluded = no_decay_parameter_names(model, no_decay)
     buckets: dict[tuple[str, bool], dict[str, Any]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
         spec = next(s for s in specs if any(fnmatch.fnmatchcase(name, p) for p in s["patterns"]))
-        decay = not any(fnmatch.fnmatchcase(name, p) for p in no_decay)
+        decay = name not in excluded
         key = (spec["name"], decay)
         if key not in buckets:
             buckets[key] = {
@@ -78,6 +121,6 @@ def build_optimizer(model: nn.Module, cfg: Mapping[str, Any]) -> torch.optim.Opt
         lr=cfg["lr"],
         weight_decay=cfg.get("weight_decay", 0.1),
         groups=cfg.get("groups", ()),
-        no_decay=cfg.get("no_decay", _NO_DECAY_DEFAULT),
+        no_decay=cfg.get("no_decay", ()),
     )
     return torch.optim.AdamW(groups, lr=cfg["lr"], betas=tuple(cfg.get("betas", (0.9, 0.999))))

@@ -192,6 +192,8 @@ class Sam3Criterion(torch.nn.Module):
     ) -> None:
         super().__init__()
         semantic = None
+        #: whether `forward` reads `semantic_segments` (`to_sam3_batch(..., semantic=...)`)
+        self.needs_semantic_masks = bool(semantic_seg or semantic_dice)
         if semantic_seg or semantic_dice:
             semantic = SemanticSegCriterion(
                 weight_dict={"loss_semantic_seg": semantic_seg,

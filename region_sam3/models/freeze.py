@@ -1,4 +1,5 @@
-"""Freezing parameters by module-name globs (`fnmatch` syntax on parameter names)."""
+"""Freezing parameters by module-name globs (`fnmatch` syntax on parameter names), and keeping
+fully frozen submodules in eval mode while the rest trains."""
 
 from __future__ import annotations
 
@@ -49,3 +50,73 @@ def apply_freeze(
         counts["frozen" if frozen else "trainable"] += 1
     log.info("freeze: %d parameter tensors frozen, %d trainable", counts["frozen"], counts["trainable"])
     return counts
+
+
+def fully_frozen_modules(model: nn.Module, include_root: bool = True) -> list[tuple[str, nn.Module]]:
+    """The maximal submodules of `model` whose every parameter is frozen.
+
+    A module qualifies when it (with all its descendants) holds at least one parameter and
+    none has `requires_grad=True`. Only the top-most qualifying module of each subtree is
+    returned (its descendants follow it). Parameter-free modules (dropout, drop-path,
+    activations) are never listed on their own: they follow their nearest listed ancestor.
+    A *mixed* module (frozen and trainable descendants, e.g. SAM3's `segmentation_head` with
+    a trainable `region_head`) is not listed; only its fully frozen children are.
+    `include_root=False` never lists `model` itself (its fully frozen children instead).
+
+    Returns:
+        `[(qualified name, module), ...]` in `named_modules` order ("" = `model` itself).
+    """
+    # One post-order pass: has_params / all_frozen per module, O(#modules + #params).
+    state: dict[int, tuple[bool, bool]] = {}
+
+    def visit(module: nn.Module) -> tuple[bool, bool]:
+        has = False
+        frozen = True
+        for p in module.parameters(recurse=False):
+            has = True
+            frozen = frozen and not p.requires_grad
+        for child in module.children():
+            c_has, c_frozen = visit(child)
+            has = has or c_has
+            frozen = frozen and c_frozen
+        state[id(module)] = (has, frozen)
+        return has, frozen
+
+    visit(model)
+    out: list[tuple[str, nn.Module]] = []
+    covered: set[int] = set()  # descendants of a module already listed (pre-order walk)
+    for name, module in model.named_modules():
+        if id(module) in covered or (module is model and not include_root):
+            continue
+        has, frozen = state[id(module)]
+        if has and frozen:
+            out.append((name, module))
+            covered.update(id(m) for m in module.modules())
+    return out
+
+
+def eval_frozen_modules(model: nn.Module) -> list[str]:
+    """Put every fully frozen submodule of `model` (see `fully_frozen_modules`) in eval mode.
+
+    Call after `model.train()`: a frozen module must behave as at inference (no dropout, no
+    drop-path, no batch-norm statistics updates), or a trainable head on top of it learns from
+    noisy features it never sees at test time. `model` itself keeps its mode even when nothing
+    in it trains: `Sam3Image.training` also selects the training *task* (matching, DAC
+    one-to-many queries, auxiliary outputs the loss reads), not only dropout. Side effect of
+    eval: SAM3's activation checkpointing (gated by `training`) is off in frozen modules, which
+    is free when no gradient flows through them (frozen base under a trainable head) but costs
+    activation memory if a frozen module sits between trainable ones.
+
+    Returns:
+        names of the modules switched to eval.
+    """
+    names = []
+    for name, module in fully_frozen_modules(model, include_root=False):
+        module.eval()
+        names.append(name)
+    return names
+
+
+def has_trainable(module: nn.Module) -> bool:
+    """True when any parameter of `module` (or its descendants) has `requires_grad`."""
+    return any(p.requires_grad for p in module.parameters())

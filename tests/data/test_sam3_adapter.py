@@ -13,7 +13,7 @@ def test_all_negative_batch_gives_empty_targets(coco_files):
     dataset = FindQueryDataset(image_dir, ann_file, negative_ratio=2.0)
     batch = collate_find_queries([dataset[2]])  # image 3 has no annotations
     assert batch.is_negative.all() and batch.masks.shape == (0, 40, 50)
-    target = to_sam3_batch(batch, "cpu").find_targets[0]
+    target = to_sam3_batch(batch, "cpu", semantic=True).find_targets[0]
     assert target.boxes.shape == (0, 4) and target.boxes_padded.shape == (2, 0, 4)
     assert target.object_ids_padded.shape == (2, 0) and target.num_boxes.tolist() == [0, 0]
     assert target.semantic_segments.shape == (2, 40, 50) and not target.semantic_segments.any()
@@ -23,7 +23,7 @@ def test_semantic_segments_are_the_union_of_each_querys_instances(coco_files):
     image_dir, ann_file, _ = coco_files
     dataset = FindQueryDataset(image_dir, ann_file, all_categories=True)
     batch = collate_find_queries([dataset[0], dataset[1]])
-    semantic = to_sam3_batch(batch, "cpu").find_targets[0].semantic_segments
+    semantic = to_sam3_batch(batch, "cpu", semantic=True).find_targets[0].semantic_segments
     assert semantic.shape == (batch.num_queries, *batch.images.shape[-2:])
     for query in range(batch.num_queries):
         rows = batch.masks[batch.target_query_index == query]
