@@ -115,7 +115,8 @@ def make_gt(image_id: int, cats: list[int], rng: np.random.Generator) -> ImageGr
 
 def run_new(images: int, prompts: int, chunk: int) -> dict:
     g, rng = torch.Generator().manual_seed(0), np.random.default_rng(0)
-    post, pool = PostProcessor(100), DetectionPool(100)
+    post = PostProcessor(100)
+    pool = DetectionPool(100, post)
     evaluators = build_default_evaluators(crowded_thresholds=(10,))
     meter = PeakRSS()
     t_post = 0.0
@@ -130,7 +131,7 @@ def run_new(images: int, prompts: int, chunk: int) -> dict:
             layout = BatchLayout(torch.zeros(n, dtype=torch.long),
                                  torch.tensor(cats[start:start + n]), [i], [ORIG],
                                  [(CANVAS, CANVAS)], (CANVAS, CANVAS))
-            pool.add(post(out, layout, pool.score_floors([i])), [gt])
+            pool.add(post.select(out, layout), [gt])
             evaluators.process(*pool.pop_finished([i]))
             t_post += time.perf_counter() - t0
             del out
