@@ -131,7 +131,7 @@ def run_new(images: int, prompts: int, chunk: int) -> dict:
             layout = BatchLayout(torch.zeros(n, dtype=torch.long),
                                  torch.tensor(cats[start:start + n]), [i], [ORIG],
                                  [(CANVAS, CANVAS)], (CANVAS, CANVAS))
-            pool.add(post.select(out, layout), [gt])
+            pool.add(post.select(out, layout, pool.score_floors([i])), [gt])
             evaluators.process(*pool.pop_finished([i]))
             t_post += time.perf_counter() - t0
             del out

@@ -12,7 +12,7 @@ prompts span. ``ImageDetections`` (already encoded, e.g. ``PostProcessor.__call_
 merged as RLEs.
 
 Memory bound of the candidate pool, on the logits' device: ``open images x K x sources x h x w
-x bytes`` (+ the same for one image transiently while merging). Open images are those of the
+x bytes`` (+ the candidates entering from one batch while merging). Open images are those of the
 current batch plus any still waiting for their next batch, i.e. about one batch's images. At
 official size (K = 100, 288^2 bf16 logits, final + 3 distinct iterates): 66 MB per open image.
 
@@ -51,6 +51,7 @@ class DetectionPool:
         self.postprocessor = postprocessor or PostProcessor(self.max_dets)
         self._dets: dict[int, ImageDetections | ImageCandidates] = {}
         self._gts: dict[int, ImageGroundTruth] = {}
+        self._arrivals = 0
 
     def __len__(self) -> int:
         return len(self._gts)
@@ -69,7 +70,8 @@ class DetectionPool:
                 raise TypeError(f"image {d.image_id}: cannot merge {type(d).__name__} into "
                                 f"pooled {type(old).__name__}")
             elif isinstance(d, ImageCandidates):
-                merged = old.merge(d, self.max_dets)
+                self._arrivals += 1 << 32  # later batches lose ties, as in one batch
+                merged = old.merge(d, self.max_dets, offset=self._arrivals)
             else:
                 merged = concat_detections([old, d], self.max_dets)
             self._dets[d.image_id] = merged

@@ -247,6 +247,8 @@ class PostProcessor:
     def finalize(self, cand: ImageCandidates) -> ImageDetections:
         """Resize, stability-score, threshold and RLE-encode the kept masks of one image;
         only boxes, scores, labels, stability and RLEs reach the host."""
+        if cand.rank is not None:  # merged in place: restore descending-score order
+            cand = cand.sorted()
         oh, ow = cand.orig_size
         final = self._encode(cand.masks, cand)
         return ImageDetections(

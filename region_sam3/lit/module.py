@@ -331,7 +331,8 @@ class RegionSam3Module(L.LightningModule):
         out = final_output(self.net(sam3_batch))
         pool = self.eval_pools[stage]
         layout = BatchLayout.from_batch(batch)
-        dets = self.postprocessor.select(out, layout)
+        # Floors: candidates that cannot beat an image's K-th pooled score are not gathered.
+        dets = self.postprocessor.select(out, layout, pool.score_floors(layout.image_ids))
         if self.teacher is not None:
             out["indices"] = self.net.matcher(out, self.net.back_convert(sam3_batch.find_targets[0]))
             pairs = self._region_pairs(batch, out)

@@ -123,7 +123,9 @@ def test_candidate_pool_encodes_each_kept_mask_once_and_equals_one_batch(monkeyp
     gt = ImageGroundTruth(7, 21, 26, [], (1,), 0)
     for part in (slice(0, 2), slice(2, 4), slice(4, 6)):
         chunk = {k: v[part] for k, v in out.items()}
-        pool.add(post.select(chunk, layout([0, 0], [1, 2], (21, 26))), [gt])
+        floors = pool.score_floors([7])  # only candidates beating the K-th score are gathered
+        new = post.select(chunk, layout([0, 0], [1, 2], (21, 26)), floors)
+        pool.add(new, [gt])
         cand = pool._dets[7]
         assert len(cand) == 20 and cand.masks.shape == (20, 16, 16)  # low-res, bounded by K
         assert list(cand.iterations) == [0] and resized == []  # nothing encoded yet
