@@ -147,3 +147,19 @@ def test_cpu_stability_equals_sam3_formula():
     full = masks_to_original(out["pred_masks"][0, q], (64, 64), (64, 64), (30, 40))
     np.testing.assert_allclose(d.stability, stability_score(full).numpy(), rtol=1e-6)
     assert (d.stability == 1.0).sum() >= 2
+
+
+def test_candidate_merge_keeps_earlier_batches_on_tied_scores():
+    out = outputs(4, 10, seed=1)
+    out["pred_logits"][:] = 0.0
+    out["presence_logit_dec"][:] = 0.0  # every candidate scores 0.25: ties everywhere
+    whole = PostProcessor(12)(out, layout([0] * 4, [1, 2, 3, 4], (20, 20)))[0]
+    post = PostProcessor(12)
+    pool = DetectionPool(12, post)
+    gt = ImageGroundTruth(7, 20, 20, [], (1,), 0)
+    for part in (slice(0, 1), slice(1, 2), slice(2, 4)):  # no floors: exercise the merge
+        chunk = {k: v[part] for k, v in out.items()}
+        n = part.stop - part.start
+        pool.add(post.select(chunk, layout([0] * n, list(range(1, n + 1)), (20, 20))), [gt])
+    (dets,), _ = pool.flush()
+    assert dets.rles == whole.rles and len(dets) == 12
