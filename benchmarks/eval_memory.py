@@ -11,7 +11,8 @@ random rectangles; the outputs of one batch are made before it is handed over an
 
 Reported: peak host RSS added on top of the outputs being handed (sampled every 5 ms, baseline
 = RSS right after the batch's outputs exist) and seconds per image, split into post-processing
-(per batch, inside the loop) and ``evaluate()`` (once, amortised per image).
+(per batch, inside the loop: ``select`` + pool merge + ``finalize``/encode of released images
++ the evaluators' per-image ``process``) and ``evaluate()`` (once, amortised per image).
 
 Old path (``--old``): the pre-issue-10 ``_predictions`` + per-query evaluators (from git
 commit ``e7fe887``), which keep the top-100 queries of every prompt resized to the *model*
