@@ -11,7 +11,8 @@ random rectangles; the outputs of one batch are made before it is handed over an
 
 Reported: peak host RSS added on top of the outputs being handed (sampled every 5 ms, baseline
 = RSS right after the batch's outputs exist) and seconds per image, split into post-processing
-(per batch, inside the loop) and ``evaluate()`` (once, amortised per image).
+(per batch, inside the loop: ``select`` + pool merge + ``finalize``/encode of released images
++ the evaluators' per-image ``process``) and ``evaluate()`` (once, amortised per image).
 
 Old path (``--old``): the pre-issue-10 ``_predictions`` + per-query evaluators (from git
 commit ``e7fe887``), which keep the top-100 queries of every prompt resized to the *model*
@@ -115,7 +116,8 @@ def make_gt(image_id: int, cats: list[int], rng: np.random.Generator) -> ImageGr
 
 def run_new(images: int, prompts: int, chunk: int) -> dict:
     g, rng = torch.Generator().manual_seed(0), np.random.default_rng(0)
-    post, pool = PostProcessor(100), DetectionPool(100)
+    post = PostProcessor(100)
+    pool = DetectionPool(100, post)
     evaluators = build_default_evaluators(crowded_thresholds=(10,))
     meter = PeakRSS()
     t_post = 0.0
@@ -130,7 +132,7 @@ def run_new(images: int, prompts: int, chunk: int) -> dict:
             layout = BatchLayout(torch.zeros(n, dtype=torch.long),
                                  torch.tensor(cats[start:start + n]), [i], [ORIG],
                                  [(CANVAS, CANVAS)], (CANVAS, CANVAS))
-            pool.add(post(out, layout, pool.score_floors([i])), [gt])
+            pool.add(post.select(out, layout, pool.score_floors([i])), [gt])
             evaluators.process(*pool.pop_finished([i]))
             t_post += time.perf_counter() - t0
             del out

@@ -3,14 +3,15 @@
 Pipeline per evaluation batch (see ``region_sam3.lit.module``)::
 
     out = model(batch)                                   # final outputs (+ pred_masks_iter{t})
-    dets = PostProcessor(max_dets_per_image=100)(out, BatchLayout.from_batch(batch))
-    pool.add(dets, ground_truth_from_batch(batch))      # per-image top-K across batches
+    post = PostProcessor(max_dets_per_image=100); pool = DetectionPool(100, post)
+    cands = post.select(out, BatchLayout.from_batch(batch))  # top-K, low-res logits on device
+    pool.add(cands, ground_truth_from_batch(batch))     # per-image top-K across batches
     evaluators.process(*pool.pop_finished(batch.image_ids.tolist()))
     ...
     evaluators.process(*pool.flush()); metrics = evaluators.evaluate()  # collective under DDP
 
-Post-processing (``postprocess``) keeps the top-K detections over all prompts of an image,
-resizes only their masks to the original image size and RLE-encodes them on the logits' device;
+Post-processing (``postprocess``) keeps the top-K detections over all prompts of an image
+(merged across batches by ``DetectionPool`` on low-res logits), resizes only the final K masks to the original image size and RLE-encodes them on the logits' device;
 evaluators (``COCOMaskEvaluator``, ``BoundaryAPEvaluator``, ``CGF1Evaluator``,
 ``MatchedIoUEvaluator``, ``StabilityEvaluator``, ``DistillationEvaluator``) consume the per-image
 RLE detections and COCO ground truth (crowd regions included) in the original frame.
@@ -32,6 +33,7 @@ from region_sam3.eval.boundary import (
     mask_to_boundary,
     rle_boundaries,
 )
+from region_sam3.eval.candidates import ImageCandidates
 from region_sam3.eval.cgf1 import CGF1Evaluator
 from region_sam3.eval.coco_ap import COCOMaskEvaluator
 from region_sam3.eval.distill_metrics import (
@@ -71,6 +73,7 @@ __all__ = [
     "DetectionPool",
     "DistillationEvaluator",
     "EvaluatorList",
+    "ImageCandidates",
     "ImageDetections",
     "ImageGroundTruth",
     "ImageRecord",

@@ -2,8 +2,19 @@
 
 The prompts of one image may arrive in several evaluation batches (e.g. 80 COCO prompts
 chunked to fit memory). SAM3's top-K is over *all* prompts of an image, so each batch yields
-its own top-K per image and ``DetectionPool`` merges them, keeping at most K per image: the
-pool holds ``<= K`` detections (RLEs) per image in flight, i.e. ``K x (1 + #iterates)`` RLEs.
+its own top-K per image and ``DetectionPool`` merges them, keeping at most K per image.
+
+Two kinds of input: ``ImageCandidates`` (``PostProcessor.select``; the training module uses
+these) are merged on the logits' device with their *low-res* masks and only encoded
+(``PostProcessor.finalize``: resize to the original size, stability, RLE) when the image is
+released, so each kept mask is resized/encoded exactly once however many batches the image's
+prompts span. ``ImageDetections`` (already encoded, e.g. ``PostProcessor.__call__``) are
+merged as RLEs.
+
+Memory bound of the candidate pool, on the logits' device: ``open images x K x sources x h x w
+x bytes`` (+ the candidates entering from one batch while merging). Open images are those of the
+current batch plus any still waiting for their next batch, i.e. about one batch's images. At
+official size (K = 100, 288^2 bf16 logits, final + 3 distinct iterates): 66 MB per open image.
 
 Images are released to the evaluators by ``pop_finished`` once a batch no longer contains them
 (an evaluation loader delivers an image's prompts in consecutive batches: true for
@@ -21,7 +32,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from region_sam3.eval.postprocess import concat_detections
+from region_sam3.eval.candidates import ImageCandidates
+from region_sam3.eval.postprocess import PostProcessor, concat_detections
 from region_sam3.eval.types import ImageDetections, ImageGroundTruth, encode_masks
 
 log = logging.getLogger(__name__)
@@ -30,20 +42,39 @@ log = logging.getLogger(__name__)
 class DetectionPool:
     """Bounded per-image candidate pool (module docstring)."""
 
-    def __init__(self, max_dets_per_image: int = 100) -> None:
+    def __init__(
+        self, max_dets_per_image: int = 100, postprocessor: PostProcessor | None = None
+    ) -> None:
+        """``postprocessor`` encodes released ``ImageCandidates`` (default: ``PostProcessor``
+        with the same K and default settings)."""
         self.max_dets = int(max_dets_per_image)
-        self._dets: dict[int, ImageDetections] = {}
+        self.postprocessor = postprocessor or PostProcessor(self.max_dets)
+        self._dets: dict[int, ImageDetections | ImageCandidates] = {}
         self._gts: dict[int, ImageGroundTruth] = {}
+        self._arrivals = 0
 
     def __len__(self) -> int:
         return len(self._gts)
 
-    def add(self, dets: Sequence[ImageDetections], gts: Sequence[ImageGroundTruth]) -> None:
-        """Merge one batch's detections and ground truth (aligned by image)."""
+    def add(
+        self,
+        dets: Sequence[ImageCandidates | ImageDetections],
+        gts: Sequence[ImageGroundTruth],
+    ) -> None:
+        """Merge one batch's candidates (or encoded detections) and ground truth."""
         for d in dets:
             old = self._dets.get(d.image_id)
-            self._dets[d.image_id] = concat_detections(
-                [old, d] if old is not None else [d], self.max_dets)
+            if old is None:
+                merged = d
+            elif type(old) is not type(d):
+                raise TypeError(f"image {d.image_id}: cannot merge {type(d).__name__} into "
+                                f"pooled {type(old).__name__}")
+            elif isinstance(d, ImageCandidates):
+                self._arrivals += 1 << 32  # later batches lose ties, as in one batch
+                merged = old.merge(d, self.max_dets, offset=self._arrivals)
+            else:
+                merged = concat_detections([old, d], self.max_dets)
+            self._dets[d.image_id] = merged
         for g in gts:
             old_gt = self._gts.get(g.image_id)
             self._gts[g.image_id] = old_gt.merge(g) if old_gt is not None else g
@@ -65,6 +96,8 @@ class DetectionPool:
             det = self._dets.pop(i, None)
             if det is None:  # an image with prompts but no candidates (e.g. K slots all empty)
                 det = empty_detections(gt)
+            elif isinstance(det, ImageCandidates):
+                det = self.postprocessor.finalize(det)
             dets.append(det)
             gts.append(gt)
         return dets, gts

@@ -35,12 +35,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pycocotools.mask as mask_utils
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from region_sam3.eval.candidates import ImageCandidates
 from region_sam3.eval.stability import stability_score
-from region_sam3.eval.types import ImageDetections, IterationMasks, RegionPairs, encode_masks
+from region_sam3.eval.types import (
+    ImageDetections,
+    IterationMasks,
+    RegionPairs,
+    encode_masks,
+)
 
 ITER_KEY = re.compile(r"^pred_masks_iter(\d+)$")
 
@@ -163,6 +170,15 @@ class PostProcessor:
     (``pred_logits [B,Q,1]``, ``presence_logit_dec [B,1]``, ``pred_boxes [B,Q,4]``,
     ``pred_masks [B,Q,h,w]``, optional ``pred_masks_iter{t}``) and a ``BatchLayout``.
 
+    Two stages, so the expensive one runs once per image when its prompts span batches:
+
+    * ``select``: scores, per-image top-K of the batch, boxes in original pixels, and the
+      *low-res* logits of the kept candidates gathered per mask source (``ImageCandidates``,
+      on the logits' device; no resize, no host copy of masks);
+    * ``finalize``: once an image's top-K is final (``DetectionPool`` releases it), resize
+      exactly those ``K`` masks per source to the original size, stability score, threshold,
+      RLE-encode (chunked). ``__call__`` = ``select`` then ``finalize`` (one-batch images).
+
     Args:
         max_dets_per_image: K, detections kept per image over all its prompts (COCO: 100).
         per_iteration: also encode the per-iteration masks of the same K detections.
@@ -186,32 +202,17 @@ class PostProcessor:
         self.delta = stability_delta
         self.chunk_pixels = int(chunk_pixels)
 
-    def _encode(self, logits: Tensor, layout: BatchLayout, n: int) -> IterationMasks:
-        """``[K, h, w]`` canvas logits of image ``n`` -> RLEs + stability in the original frame."""
-        oh, ow = layout.orig_sizes[n]
-        chunk = max(1, self.chunk_pixels // max(1, oh * ow))
-        rles, stab = [], []
-        for start in range(0, logits.shape[0], chunk):
-            full = masks_to_original(logits[start:start + chunk], layout.canvas_size,
-                                     layout.valid_sizes[n], (oh, ow))
-            stab.append(stability_score(full, self.delta))
-            rles.extend(encode_masks(full > 0))
-            del full
-        stability = torch.cat(stab) if stab else torch.zeros(0)
-        return IterationMasks(rles, stability.cpu().numpy().astype("float32"))
-
     @torch.no_grad()
-    def __call__(
+    def select(
         self,
         out: Mapping[str, Any],
         layout: BatchLayout,
         score_floors: Mapping[int, float] | None = None,
-    ) -> list[ImageDetections]:
-        """``ImageDetections`` of every image of the batch (top-K within this batch).
+    ) -> list[ImageCandidates]:
+        """Top-K candidates of every image of the batch, low-res masks kept on the device.
 
         ``score_floors``: ``{image_id: s}``, the K-th score an image already holds from earlier
-        batches (``DetectionPool.score_floors``); candidates scoring ``<= s`` could never enter
-        the image's top-K, so their masks are not resized or encoded.
+        batches; candidates scoring ``<= s`` could never enter its top-K and are not gathered.
         """
         scores = detection_scores(out)
         num_images = len(layout.image_ids)
@@ -233,17 +234,87 @@ class PostProcessor:
             scale = torch.tensor([cw * ow / vw, ch * oh / vh] * 2, device=boxes_all.device)
             cx, cy, w, h = boxes_all[p, q].unbind(-1)
             boxes = torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], -1) * scale
-            final = self._encode(out["pred_masks"][p, q], layout, n)
-            results.append(ImageDetections(
-                image_id=int(image_id), height=oh, width=ow,
-                scores=scores[p, q].cpu().numpy(),
-                labels=cats[p].cpu().numpy().astype("int64"),
-                boxes=boxes.cpu().numpy(),
-                rles=final.rles, stability=final.stability,
-                iterations={t: self._encode(src[p, q], layout, n) for t, src in iters.items()},
+            results.append(ImageCandidates(
+                image_id=int(image_id), orig_size=(oh, ow), valid_size=layout.valid_sizes[n],
+                canvas_size=layout.canvas_size, scores=scores[p, q], labels=cats[p].long(),
+                boxes=boxes, masks=out["pred_masks"][p, q],  # gathers: a copy of K masks
+                iterations={t: src[p, q] for t, src in iters.items()},
                 final_iteration=final_t,
             ))
         return results
+
+    @torch.no_grad()
+    def finalize(self, cand: ImageCandidates) -> ImageDetections:
+        """Resize, stability-score, threshold and RLE-encode the kept masks of one image;
+        only boxes, scores, labels, stability and RLEs reach the host."""
+        if cand.rank is not None:  # merged in place: restore descending-score order
+            cand = cand.sorted()
+        oh, ow = cand.orig_size
+        final = self._encode(cand.masks, cand)
+        return ImageDetections(
+            image_id=cand.image_id, height=oh, width=ow,
+            scores=cand.scores.float().cpu().numpy(),
+            labels=cand.labels.cpu().numpy().astype("int64"),
+            boxes=cand.boxes.float().cpu().numpy(),
+            rles=final.rles, stability=final.stability,
+            iterations={t: self._encode(m, cand) for t, m in cand.iterations.items()},
+            final_iteration=cand.final_iteration,
+            region_pairs=cand.region_pairs,
+        )
+
+    def _encode(self, logits: Tensor, cand: ImageCandidates) -> IterationMasks:
+        """``[K, h, w]`` canvas logits -> RLEs + stability in the original frame.
+
+        One ``F.interpolate`` per chunk; on CUDA threshold/stability/RLE runs stay on the
+        device. On CPU the resized float32 chunk is read through numpy (its comparisons and
+        counts are ~5x faster than torch's single-threaded bool kernels here): one strided
+        ``> 0`` pass writes the Fortran-ordered uint8 array pycocotools encodes without a copy,
+        and per-mask ``count_nonzero`` of ``> delta`` / ``> -delta`` give the stability score.
+        """
+        oh, ow = cand.orig_size
+        chunk = max(1, self.chunk_pixels // max(1, oh * ow))
+        rles, stab = [], []
+        for start in range(0, logits.shape[0], chunk):
+            full = masks_to_original(logits[start:start + chunk], cand.canvas_size,
+                                     cand.valid_size, (oh, ow))
+            if full.device.type == "cpu":
+                r, s = _encode_cpu(full.numpy(), self.delta)
+                rles.extend(r)
+                stab.append(s)
+            else:
+                stab.append(stability_score(full, self.delta).cpu().numpy())
+                rles.extend(encode_masks(full > 0))
+            del full
+        stability = np.concatenate(stab) if stab else np.zeros(0)
+        return IterationMasks(rles, stability.astype("float32"))
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        out: Mapping[str, Any],
+        layout: BatchLayout,
+        score_floors: Mapping[int, float] | None = None,
+    ) -> list[ImageDetections]:
+        """``ImageDetections`` of every image of the batch (top-K within this batch):
+        ``finalize(select(...))``. Images whose prompts span batches go through
+        ``DetectionPool`` with ``select`` instead, so each mask is encoded once."""
+        return [self.finalize(c) for c in self.select(out, layout, score_floors)]
+
+
+def _encode_cpu(full: np.ndarray, delta: float) -> tuple[list[dict[str, Any]], np.ndarray]:
+    """``[K, H, W]`` float32 logits -> (K RLEs of ``> 0``, ``[K]`` SAM stability scores)."""
+    k, h, w = full.shape
+    fortran = np.empty((k, w, h), dtype=np.bool_)  # == [H, W, K] in Fortran order
+    np.greater(full, 0, out=fortran.transpose(0, 2, 1))
+    rles = mask_utils.encode(fortran.view(np.uint8).transpose(2, 1, 0)) if k else []
+    for r in rles:
+        r["counts"] = r["counts"].decode("ascii")
+    flat = full.reshape(k, -1)
+    inter = np.array([np.count_nonzero(m > delta) for m in flat], dtype=np.float64)
+    union = np.array([np.count_nonzero(m > -delta) for m in flat], dtype=np.float64)
+    # Same convention as ``stability_score``: 1.0 where the lower-threshold mask is empty.
+    stability = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+    return rles, stability
 
 
 def concat_detections(parts: Sequence[ImageDetections], max_dets: int) -> ImageDetections:

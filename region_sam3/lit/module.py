@@ -394,13 +394,15 @@ class RegionSam3Module(L.LightningModule):
                 for n in range(len(image_ids))}
 
     def _eval_step(self, stage: str, batch: FindQueryBatch) -> None:
-        """forward -> post-process (device; only boxes/scores/labels/RLEs leave it) ->
-        per-image candidate pool -> evaluators (images whose prompts are all seen)."""
+        """forward -> top-K selection (device) -> per-image candidate pool (low-res logits on
+        the device) -> on release, resize/encode the final K masks (only boxes/scores/labels/RLEs
+        leave the device) -> evaluators (images whose prompts are all seen)."""
         sam3_batch = to_sam3_batch(batch, self.device)
         out = final_output(self.net(sam3_batch))
         pool = self.eval_pools[stage]
         layout = BatchLayout.from_batch(batch)
-        dets = self.postprocessor(out, layout, pool.score_floors(layout.image_ids))
+        # Floors: candidates that cannot beat an image's K-th pooled score are not gathered.
+        dets = self.postprocessor.select(out, layout, pool.score_floors(layout.image_ids))
         if self.teacher is not None:
             out["indices"] = self.net.matcher(out, self.net.back_convert(sam3_batch.find_targets[0]))
             pairs = self._region_pairs(batch, out)
@@ -411,7 +413,7 @@ class RegionSam3Module(L.LightningModule):
 
     def _eval_epoch_start(self, stage: str) -> None:
         self.evaluators[stage] = self._make_evaluators()
-        self.eval_pools[stage] = DetectionPool(self.postprocessor.max_dets)
+        self.eval_pools[stage] = DetectionPool(self.postprocessor.max_dets, self.postprocessor)
 
     def _eval_epoch_end(self, stage: str) -> dict[str, float]:
         self.evaluators[stage].process(*self.eval_pools.pop(stage).flush())

@@ -107,3 +107,59 @@ def test_pool_merges_prompts_split_across_batches_into_one_top_k():
 def test_bad_k_is_rejected():
     with pytest.raises(ValueError, match="max_dets_per_image"):
         PostProcessor(0)
+
+
+def test_candidate_pool_encodes_each_kept_mask_once_and_equals_one_batch(monkeypatch):
+    out = outputs(6, 30, seed=3)
+    out["pred_masks_iter0"] = torch.randn_like(out["pred_masks"])
+    out["pred_masks_iter1"] = out["pred_masks"]
+    lay = layout([0] * 6, [1, 2, 3, 4, 5, 6], (21, 26))
+    whole = PostProcessor(20)(out, lay)[0]
+    post = PostProcessor(20)
+    pool = DetectionPool(20, post)
+    resized = []
+    real = post._encode
+    monkeypatch.setattr(post, "_encode", lambda m, c: resized.append(len(m)) or real(m, c))
+    gt = ImageGroundTruth(7, 21, 26, [], (1,), 0)
+    for part in (slice(0, 2), slice(2, 4), slice(4, 6)):
+        chunk = {k: v[part] for k, v in out.items()}
+        floors = pool.score_floors([7])  # only candidates beating the K-th score are gathered
+        new = post.select(chunk, layout([0, 0], [1, 2], (21, 26)), floors)
+        pool.add(new, [gt])
+        cand = pool._dets[7]
+        assert len(cand) == 20 and cand.masks.shape == (20, 16, 16)  # low-res, bounded by K
+        assert list(cand.iterations) == [0] and resized == []  # nothing encoded yet
+        assert pool.pop_finished([7]) == ([], [])
+    (dets,), _ = pool.flush()
+    assert resized == [20, 20]  # exactly K masks per source (final + iter0), once
+    np.testing.assert_array_equal(dets.scores, whole.scores)
+    assert dets.rles == whole.rles and dets.iterations[0].rles == whole.iterations[0].rles
+    assert dets.final_iteration == 1
+
+
+def test_cpu_stability_equals_sam3_formula():
+    from region_sam3.eval.stability import stability_score
+
+    out = outputs(1, 8, seed=5)
+    out["pred_masks"][0, :2] = -9.0  # empty masks: stability 1.0 by SAM's convention
+    d = PostProcessor(8)(out, layout([0], [1], (30, 40)))[0]
+    q = torch.sort(out["pred_logits"][0, :, 0], descending=True, stable=True).indices
+    full = masks_to_original(out["pred_masks"][0, q], (64, 64), (64, 64), (30, 40))
+    np.testing.assert_allclose(d.stability, stability_score(full).numpy(), rtol=1e-6)
+    assert (d.stability == 1.0).sum() >= 2
+
+
+def test_candidate_merge_keeps_earlier_batches_on_tied_scores():
+    out = outputs(4, 10, seed=1)
+    out["pred_logits"][:] = 0.0
+    out["presence_logit_dec"][:] = 0.0  # every candidate scores 0.25: ties everywhere
+    whole = PostProcessor(12)(out, layout([0] * 4, [1, 2, 3, 4], (20, 20)))[0]
+    post = PostProcessor(12)
+    pool = DetectionPool(12, post)
+    gt = ImageGroundTruth(7, 20, 20, [], (1,), 0)
+    for part in (slice(0, 1), slice(1, 2), slice(2, 4)):  # no floors: exercise the merge
+        chunk = {k: v[part] for k, v in out.items()}
+        n = part.stop - part.start
+        pool.add(post.select(chunk, layout([0] * n, list(range(1, n + 1)), (20, 20))), [gt])
+    (dets,), _ = pool.flush()
+    assert dets.rles == whole.rles and len(dets) == 12
