@@ -43,7 +43,6 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from sam3.model.model_misc import MLP
 from torch import Tensor
 
 from region_sam3.models.pooling import (
@@ -53,6 +52,12 @@ from region_sam3.models.pooling import (
     resize_masks,
     roi_pool,
 )
+from region_sam3.models.region_blocks import (
+    MaskedCrossAttention,
+    RegionRefineBlock,
+    masked_mean_text,
+    region_attn_mask,
+)
 
 __all__ = [
     "MaskedCrossAttention",
@@ -61,142 +66,6 @@ __all__ = [
     "masked_mean_text",
     "region_attn_mask",
 ]
-
-
-def masked_mean_text(prompt: Tensor, prompt_mask: Tensor | None) -> Tensor:
-    """Mean of the valid prompt tokens.
-
-    Args:
-        prompt: [L,B,C] sequence-first prompt tokens (SAM3 convention).
-        prompt_mask: [B,L] key padding mask, True = padding; None = all valid.
-
-    Returns:
-        [B,C]; a prompt with no valid token gives zeros.
-    """
-    if prompt_mask is None:
-        return prompt.mean(0)
-    valid = (~prompt_mask).to(prompt.dtype).transpose(0, 1).unsqueeze(-1)  # [L,B,1]
-    return (prompt * valid).sum(0) / valid.sum(0).clamp_min(1.0)
-
-
-def region_attn_mask(masks_low: Tensor, threshold: float) -> Tensor:
-    """Mask2Former attention mask from soft region masks (SDPA convention).
-
-    Args:
-        masks_low: [B,Q,H,W] soft masks already on the key grid.
-        threshold: attend where mask > threshold.
-
-    Returns:
-        [B,1,Q,H*W] bool, True = allowed to attend (broadcast over heads, so no per-head copy).
-        Rows with no allowed key are set all-True (attend everywhere) so softmax never sees a
-        fully masked row (no NaN).
-    """
-    allowed = masks_low.flatten(2) > threshold  # [B,Q,N]
-    allowed = allowed | ~allowed.any(-1, keepdim=True)
-    return allowed.unsqueeze(1)
-
-
-class MaskedCrossAttention(nn.Module):
-    """Multi-head cross-attention regions -> key tokens with a boolean mask shared by all heads.
-
-    Same maths as ``nn.MultiheadAttention`` but through ``F.scaled_dot_product_attention`` with a
-    [B,1,Q,N] mask: ``nn.MultiheadAttention`` wants the mask repeated per head ([B*h,Q,N], and
-    converts it to float), which at Q=400 (DAC), N=72^2, 8 heads is 16x more memory.
-
-    Args:
-        d_model: embedding size C.
-        num_heads: heads (C % heads == 0).
-        dropout: attention dropout (training only).
-    """
-
-    def __init__(self, d_model: int, num_heads: int, dropout: float = 0.0) -> None:
-        super().__init__()
-        self.num_heads = num_heads
-        self.dropout = dropout
-        self.q_proj = nn.Linear(d_model, d_model)
-        self.k_proj = nn.Linear(d_model, d_model)
-        self.v_proj = nn.Linear(d_model, d_model)
-        self.out_proj = nn.Linear(d_model, d_model)
-
-    def forward(self, query: Tensor, key: Tensor, allowed: Tensor | None = None) -> Tensor:
-        """Attend.
-
-        Args:
-            query: [B,Q,C] region tokens.
-            key: [B,N,C] key/value tokens (values = keys).
-            allowed: [B,1,Q,N] bool, True = may attend; None = no mask.
-
-        Returns:
-            [B,Q,C].
-        """
-        b, q, c = query.shape
-        h = self.num_heads
-
-        def heads(x: Tensor) -> Tensor:  # [B,L,C] -> [B,h,L,C/h]
-            return x.view(b, x.shape[1], h, c // h).transpose(1, 2)
-
-        o = F.scaled_dot_product_attention(
-            heads(self.q_proj(query)),
-            heads(self.k_proj(key)),
-            heads(self.v_proj(key)),
-            attn_mask=allowed,
-            dropout_p=self.dropout if self.training else 0.0,
-        )
-        return self.out_proj(o.transpose(1, 2).reshape(b, q, c))
-
-
-class RegionRefineBlock(nn.Module):
-    """One refinement step's parameters (see module docstring for the maths)."""
-
-    def __init__(
-        self,
-        d_model: int,
-        num_sources: int,
-        num_heads: int,
-        dim_feedforward: int,
-        dropout: float,
-        use_self_attn: bool,
-        use_cross_attn: bool,
-        use_ffn: bool,
-        use_writeback: bool,
-        use_text_gating: bool,
-        zero_init_delta: bool,
-    ) -> None:
-        super().__init__()
-        c = d_model
-        self.pool_mlp = (
-            nn.Sequential(nn.Linear(num_sources * c, c), nn.ReLU(inplace=True), nn.Linear(c, c))
-            if num_sources > 0
-            else None
-        )
-        self.token_norm = nn.LayerNorm(c)
-        self.dropout = nn.Dropout(dropout)
-        if use_self_attn:
-            self.self_attn = nn.MultiheadAttention(c, num_heads, dropout=dropout, batch_first=True)
-            self.self_attn_norm = nn.LayerNorm(c)
-        if use_cross_attn:
-            self.cross_attn = MaskedCrossAttention(c, num_heads, dropout=dropout)
-            self.cross_attn_norm = nn.LayerNorm(c)
-        if use_ffn:
-            self.ffn = nn.Sequential(
-                nn.Linear(c, dim_feedforward),
-                nn.ReLU(inplace=True),
-                nn.Dropout(dropout),
-                nn.Linear(dim_feedforward, c),
-            )
-            self.ffn_norm = nn.LayerNorm(c)
-        # Same shape as SAM3's MaskPredictor.mask_embed (3-layer MLP C->C->C->C).
-        self.mask_embed = MLP(c, c, c, 3)
-        if use_writeback:
-            self.writeback_proj = nn.Linear(c, c)
-            nn.init.zeros_(self.writeback_proj.weight)
-            nn.init.zeros_(self.writeback_proj.bias)
-        if use_text_gating:
-            self.text_proj = nn.Linear(c, c)
-            self.gate_bias = nn.Parameter(torch.zeros(()))
-        if zero_init_delta:
-            nn.init.zeros_(self.mask_embed.layers[-1].weight)
-            nn.init.zeros_(self.mask_embed.layers[-1].bias)
 
 
 class RegionHead(nn.Module):
