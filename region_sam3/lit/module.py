@@ -301,7 +301,15 @@ class RegionSam3Module(EvaluationMixin, L.LightningModule):
         # criterion that does not say gets it).
         semantic = getattr(self.criterion, "needs_semantic_masks", True)
         sam3_batch = to_sam3_batch(batch, self.device, semantic=semantic)
-        outputs = self.net(sam3_batch)
+        if getattr(self.net, "seg_head_positives_only", False) and batch.num_targets_host:
+            # Positive prompts from the collator's host counts: no device read-back (sync).
+            rows = [i for i, n in enumerate(batch.num_targets_host) if n > 0] or [0]
+            self.net.seg_head_rows_hint = torch.tensor(rows).to(self.device, non_blocking=True)
+        try:
+            outputs = self.net(sam3_batch)
+        finally:
+            if hasattr(self.net, "seg_head_rows_hint"):
+                self.net.seg_head_rows_hint = None
         targets = [self.net.back_convert(t) for t in sam3_batch.find_targets]
         losses = self.criterion(outputs, targets)
         if self.teacher is not None:

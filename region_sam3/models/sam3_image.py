@@ -16,9 +16,9 @@ runs every prompt. Every loss term, and every gradient, is the same as without t
 losses read negatives' masks nowhere; the head treats find-queries independently: per-row
 attention, per-sample GroupNorm, per-row einsums).
 
-Cost at official size: one `nonzero` on the per-query target counts (a host sync; SAM3's
-matcher syncs anyway); the scattered outputs are zero tensors of the shapes SAM3 would have
-produced ([B,Q,288,288] per mask key), so peak memory is lower than without the skip (the
+Cost at official size: none when the caller passes `seg_head_rows_hint` (host-side rows, as
+`RegionSam3Module` does); otherwise one `nonzero` on the per-query target counts (a host sync). The scattered outputs
+are zero tensors of the shapes SAM3 would have produced ([B,Q,288,288] per mask key), so peak memory is lower than without the skip (the
 negatives' activations are never built). The state dict is unchanged: this class adds no
 parameter or buffer.
 
@@ -88,6 +88,9 @@ class Sam3ImageModel(Sam3Image):
     seg_head_positives_only: bool = False
     recompute_activations: bool = True
     _seg_head_rows: Tensor | None = None
+    # Positive find-query rows computed by the caller on the host (`RegionSam3Module` reads the
+    # collator's host target counts); when None the rows are found on the device (one sync).
+    seg_head_rows_hint: Tensor | None = None
 
     def forward(self, input):  # noqa: A002 - upstream signature
         with encoder_decoder_checkpointing(self.recompute_activations or not self.training):
@@ -96,7 +99,9 @@ class Sam3ImageModel(Sam3Image):
     def forward_grounding(self, backbone_out, find_input, find_target, geometric_prompt):
         rows = None
         if self.training and self.seg_head_positives_only and find_target is not None:
-            rows = (find_target.num_boxes > 0).nonzero(as_tuple=True)[0]
+            rows = self.seg_head_rows_hint
+            if rows is None:
+                rows = (find_target.num_boxes > 0).nonzero(as_tuple=True)[0]
             if rows.numel() == 0:
                 # No positive at all: run one prompt so the outputs keep their shapes (and
                 # every rank of a DDP job runs the same modules).
