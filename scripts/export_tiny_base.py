@@ -43,13 +43,36 @@ def training_curve(run_dir: Path) -> list[dict[str, float]]:
     return [{"epoch": epoch, **rows[epoch]} for epoch in sorted(rows)]
 
 
+def remeasure(note: str) -> None:
+    """Re-record the shipped base's reference metrics (e.g. after the evaluation protocol
+    changed); weights, command, curve and training-run metrics stay as they were."""
+    record = json.loads(RECORD.read_text())
+    with tempfile.TemporaryDirectory() as tmp:
+        metrics = evaluate_tiny_base(Path(tmp) / "data", Path(tmp) / "out")
+    provenance = {k: v for k, v in record.items() if k not in ("metrics", "reference_overrides")}
+    if note:
+        provenance["note"] = f"{provenance.get('note', '')}\n{note}".strip()
+    write_record(metrics, provenance)
+    print(f"re-measured {RECORD}")
+    print(json.dumps(metrics, indent=2))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("checkpoint", type=Path)
+    parser.add_argument("checkpoint", type=Path, nargs="?",
+                        help="pretrain_tiny Lightning checkpoint to export (omit with --remeasure)")
+    parser.add_argument("--remeasure", action="store_true",
+                        help="keep the shipped weights and their provenance; re-measure only the "
+                             "reference metrics with the current evaluation code")
     parser.add_argument("--run-dir", type=Path, help="the training run (metrics.json, csv/, ...)")
     parser.add_argument("--command", default="python train.py experiment=pretrain_tiny")
     parser.add_argument("--note", default="", help="free text stored in the record")
     args = parser.parse_args()
+    if args.remeasure:
+        remeasure(args.note)
+        return
+    if args.checkpoint is None:
+        parser.error("give a checkpoint to export, or --remeasure")
     path = export_tiny_base(args.checkpoint)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
     with tempfile.TemporaryDirectory() as tmp:
