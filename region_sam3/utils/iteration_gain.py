@@ -12,7 +12,9 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 
-GAIN_METRICS = ("mask/AP", "mask/AP50", "mask/AP_S", "mask/AR100", "miou/mIoU")
+# mIoU_topk (threshold-free) rather than mIoU: a weak base has no score above 0.5, so the
+# thresholded mIoU reads 0 for every iterate.
+GAIN_METRICS = ("mask/AP", "mask/AP50", "mask/AP_S", "mask/AR100", "boundary/AP", "miou/mIoU_topk")
 _ITER = re.compile(r"^(?P<stage>.+?)/iter(?P<t>\d+)/")
 
 

@@ -10,7 +10,7 @@ from region_sam3.utils.iteration_gain import (
 
 METRICS = {
     "val/mask/AP50": 0.30, "val/iter0/mask/AP50": 0.25, "val/iter1/mask/AP50": 0.28,
-    "val/miou/mIoU": 0.40, "val/iter0/miou/mIoU": 0.45,
+    "val/miou/mIoU_topk": 0.40, "val/iter0/miou/mIoU_topk": 0.45,
     "test/test_small/mask/AP50": 0.1, "test/test_small/iter0/mask/AP50": float("nan"),
     "train/loss": 1.0, "val/mask/AP": 0.2,  # no iter0 counterpart: not in the table
 }
@@ -19,7 +19,7 @@ METRICS = {
 def test_stages_and_rows_pair_iter0_with_the_final_masks():
     assert iteration_stages(METRICS) == ["val", "test/test_small"]
     assert iteration_gain_rows(METRICS, "val") == [("mask/AP50", 0.25, 0.30),
-                                                  ("miou/mIoU", 0.45, 0.40)]
+                                                  ("miou/mIoU_topk", 0.45, 0.40)]
 
 
 def test_table_shows_signed_changes_and_nan():
@@ -27,6 +27,6 @@ def test_table_shows_signed_changes_and_nan():
     lines = table.splitlines()
     assert "M^2 (region head)" in lines[0]
     assert "| val | mask/AP50 | 0.2500 | 0.3000 | +0.0500 |" in lines
-    assert "| val | miou/mIoU | 0.4500 | 0.4000 | -0.0500 |" in lines
+    assert "| val | miou/mIoU_topk | 0.4500 | 0.4000 | -0.0500 |" in lines
     assert "| test/test_small | mask/AP50 | nan | 0.1000 | nan |" in lines
     assert format_iteration_gain({"val/mask/AP50": 0.3}) == ""
