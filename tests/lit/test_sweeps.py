@@ -10,7 +10,7 @@ import sys
 
 import pytest
 import yaml
-from helpers import CONF_DIR, REPO_ROOT, TINY_SPLITS, compose_task
+from helpers import CONF_DIR, REPO_ROOT, TINY_SPLITS
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
