@@ -151,3 +151,42 @@ def teacher_from_hparams(hparams: Mapping[str, Any], pretrained: str | None = No
             "object it was distilled from (Sam3Predictor(model, teacher=...)) or its weights "
             "(--teacher-weights / teacher_weights=)")
     return instantiate(cfg)
+
+
+@torch.no_grad()
+def teacher_region_labels(teacher: torch.nn.Module, image: torch.Tensor, masks: torch.Tensor,
+                          names: Sequence[str]) -> RegionLabels:
+    """The teacher's own zero-shot labels of `masks` (image tower + text tower): the reference
+    a distilled head is compared with. Not used at inference.
+
+    Args:
+        image: `[3,H,W]` uint8 (or float in [0,1]).  masks: `[N,H,W]` bool/soft, same size.
+    """
+    pixels = image.float() / 255.0 if image.dtype == torch.uint8 else image.float()
+    device = next(teacher.parameters()).device
+    embeds = teacher(pixels[None].to(device), masks.float().to(device))
+    return classify(embeds, teacher.encode_text(list(names)), names)
+
+
+def agreement_with_chance(student: Sequence[int], teacher: Sequence[int],
+                          num_classes: int) -> dict[str, float]:
+    """Label agreement of two labelings of the same regions, with two chance levels.
+
+    Returns `agreement` (fraction of equal labels), `chance_uniform` (1/C) and
+    `chance_marginal` = sum_c p_student(c) p_teacher(c): the agreement of two independent
+    labelings with the same label frequencies (what a head that ignores the region but
+    predicts the right label distribution gets). NaN with `num_regions` 0 when empty.
+    """
+    s = torch.as_tensor(list(student), dtype=torch.long)
+    t = torch.as_tensor(list(teacher), dtype=torch.long)
+    if s.shape != t.shape:
+        raise ValueError(f"{s.numel()} student labels but {t.numel()} teacher labels")
+    n = s.numel()
+    if n == 0:
+        nan = float("nan")
+        return {"agreement": nan, "chance_uniform": 1.0 / num_classes, "chance_marginal": nan,
+                "num_regions": 0.0}
+    ps = torch.bincount(s, minlength=num_classes).float() / n
+    pt = torch.bincount(t, minlength=num_classes).float() / n
+    return {"agreement": float((s == t).float().mean()), "chance_uniform": 1.0 / num_classes,
+            "chance_marginal": float((ps * pt).sum()), "num_regions": float(n)}

@@ -55,3 +55,7 @@ def test_experiment_fast_dev_run(experiment, tmp_path, synthetic_data_dir):
     if cfg.model.get("teacher") is not None:
         assert any(k.startswith("test") and "/distill/cosine" in k for k in metrics), sorted(metrics)
     assert (tmp_path / "metrics.json").is_file()
+    # the test stage writes a readable report with an overlay grid of the test splits
+    report = (tmp_path / "report.md").read_text()
+    assert "| split | iteration |" in report and "](report_overlays.png)" in report, report
+    assert (tmp_path / "report_overlays.png").is_file()
