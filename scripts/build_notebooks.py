@@ -35,7 +35,8 @@ NOTEBOOKS = {
                  "    CHECKPOINT, _, _ = quick_region_head(WORK / 'train', DATA, steps=4 if FAST else 60)\n"
                  "metrics, objects = evaluate_checkpoint(\n"
                  "    CHECKPOINT, SPLITS, WORK / 'eval', DATA, limit_batches=1 if FAST else 4,\n"
-                 "    extra=['model.evaluation.max_dets=10', 'model.evaluation.boundary=false'] if FAST else [])\n"
+                 "    images=16 if FAST else None,\n"
+                 "    extra=['data.batch_size=1', 'model.evaluation.max_dets=10'] if FAST else [])\n"
                  "print(len(metrics), 'metrics')"),
         ("md", "## Metrics per split and refinement iteration t (`t=0` is SAM3's own mask)"),
         ("code", "from region_sam3.reporting import main_table\n"

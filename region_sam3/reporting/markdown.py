@@ -53,8 +53,9 @@ def split_metrics(metrics: Mapping[str, float], splits: Sequence[str],
 
 
 def format_value(value: float | None, row: Mapping[str, float], key: str, digits: int = 3) -> str:
-    """A number, or why there is none: "n/a (0 images)" when the group had no image."""
-    if value is not None and not math.isnan(value):
+    """A number, or why there is none: "n/a (0 images)" when the group had no image.
+    COCO's -1 ("nothing to average", older evaluators) counts as no data, like NaN."""
+    if value is not None and not math.isnan(value) and value != -1.0:
         return f"{value:.{digits}f}"
     group = key.split("/", 1)[0]
     count = row.get(f"{group}/num_images")

@@ -80,16 +80,18 @@ def _thumb(image: Image.Image, side: int) -> Image.Image:
 
 
 def overlay_grid(predictor: Sam3Predictor, samples: Sequence[Sample],
-                 iterations: Sequence[int] | None = None, score_threshold: float = 0.5,
+                 iterations: Sequence[int] | None = None, score_threshold: float = 0.3,
                  side: int = 192, title: str = "") -> Image.Image:
     """A PNG-ready grid: one row per sample, one column per iteration in `iterations` (all
     of M^0..M^T by default when the model has a region head, else the final mask)."""
     font = ImageFont.load_default()
     rows: list[list[Image.Image]] = []
     column_titles: list[str] = []
+    counts: list[int] = []
     for sample in samples:
         pred = predictor.predict(sample.image, sample.prompt, score_threshold,
                                  return_iterations=True)
+        counts.append(len(pred))
         ts: list[int | None] = list(iterations) if iterations is not None else (
             sorted(pred.iter_mask_logits) or [None])
         if not column_titles:
@@ -114,6 +116,12 @@ def overlay_grid(predictor: Sam3Predictor, samples: Sequence[Sample],
     for i, row in enumerate(rows):
         for j, cell in enumerate(row):
             canvas.paste(cell, (j * side, header + i * side))
+        # the prompt of the row and how many detections passed the threshold
+        text = f'"{samples[i].prompt}" ({counts[i]} det > {score_threshold})'
+        box = draw.textbbox((0, 0), text, font=font)
+        y = header + i * side + 2
+        draw.rectangle([2, y, 6 + box[2] - box[0], y + 4 + box[3] - box[1]], fill=(255, 255, 255))
+        draw.text((4, y + 1), text, fill=(0, 0, 0), font=font)
     return canvas
 
 

@@ -55,7 +55,8 @@ def quick_region_head(out_dir: str | Path, data_dir: str | Path, steps: int = 60
     metrics, objects = train([
         "experiment=region_head", *tiny_run_overrides(out_dir, data_dir),
         "trainer.max_epochs=1", f"trainer.limit_train_batches={steps}",
-        "trainer.limit_val_batches=1", "test=false", "data.batch_size=2",
+        "trainer.limit_val_batches=0", "callbacks.model_checkpoint.monitor=null", "test=false",
+        "data.batch_size=2",
         "data.max_queries_per_image=3", "model.criterion.num_sample_points=512",
         "model.evaluation.boundary=false", "model.evaluation.max_dets=20", *extra])
     return out_dir / "checkpoints" / "last.ckpt", metrics, objects
@@ -76,10 +77,12 @@ def quick_distilled(out_dir: str | Path, data_dir: str | Path, steps: int = 40,
 
 def evaluate_checkpoint(checkpoint: str | Path, splits: Sequence[str], out_dir: str | Path,
                         data_dir: str | Path, limit_batches: int | None = None,
+                        images: int | None = None,
                         extra: Sequence[str] = ()) -> tuple[dict[str, float], dict[str, Any]]:
     """`python eval.py ckpt_path=... data.test_split=[...]` in process: metrics (keys
     `test/<split>/...` for several splits) and {model, datamodule, trainer}; writes
-    `out_dir/metrics.json` and `out_dir/report.md`."""
+    `out_dir/metrics.json` and `out_dir/report.md`. `images`: synthetic images per split (the
+    size `tiny_run_overrides` trains with; None = the data config's, generated on first use)."""
     from region_sam3.tasks import eval_task
 
     out_dir = Path(out_dir)
@@ -88,6 +91,9 @@ def evaluate_checkpoint(checkpoint: str | Path, splits: Sequence[str], out_dir: 
         f"paths.output_dir={out_dir}", f"paths.work_dir={out_dir}", f"paths.data_dir={data_dir}",
         "trainer.accelerator=cpu", "data.num_workers=0", "logger=csv",
         f"data.test_split=[{','.join(splits)}]", *extra]
+    if images is not None:
+        overrides += [f"data.synthetic.splits.{s}.num_images={images}"
+                      for s in ("train", "val", "small", "crowded")]
     if limit_batches is not None:
         overrides.append(f"+trainer.limit_test_batches={limit_batches}")
     torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
