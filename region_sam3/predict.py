@@ -6,6 +6,8 @@
     predictor = Sam3Predictor.from_lightning_checkpoint("runs/x/checkpoints/last.ckpt")
     pred = predictor.predict(image, "red circle", score_threshold=0.5)
     pred.masks  # [N,H,W] bool at the original image size
+    pred.region_embeds  # [N,D] region embeddings when the model has a region head
+    predictor.classify_regions(pred, ["cat", "dog"]).labels  # zero-shot (distilled head)
 
     python -m region_sam3.predict image.jpg "a dog" --out overlay.png --model full \
         --checkpoint /path/to/sam3.pt
@@ -17,12 +19,10 @@ results match the official image pipeline for the same weights.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
-import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,10 @@ class Prediction:
         boxes: `[N,4]` float32 xyxy in pixels, clamped to the image.
         scores: `[N]` float32, sigmoid(class logit) x sigmoid(presence logit).
         prompt: the text prompt.
+        region_embeds: `[N,D]` L2-normalised region embeddings (the region head's projection
+            of R^T, in the distillation teacher's space), or None without a region head.
+        iter_mask_logits: `{t: [N,h,w]}` mask logits M^t of the refinement loop at the mask
+            head's resolution (only with `predict(..., return_iterations=True)`).
     """
 
     masks: torch.Tensor
@@ -53,6 +57,17 @@ class Prediction:
     boxes: torch.Tensor
     scores: torch.Tensor
     prompt: str = ""
+    region_embeds: torch.Tensor | None = None
+    iter_mask_logits: dict[int, torch.Tensor] = field(default_factory=dict)
+
+    def iteration_probs(self, t: int) -> torch.Tensor:
+        """`[N,H,W]` mask probabilities of refinement iteration t at the image size."""
+        from region_sam3.region_query import upsample_mask_logits
+
+        if t not in self.iter_mask_logits:
+            raise KeyError(f"no masks for iteration {t}: have {sorted(self.iter_mask_logits)} "
+                           "(predict(..., return_iterations=True) on a model with a region head)")
+        return upsample_mask_logits(self.iter_mask_logits[t], self.image_size)
 
     def __len__(self) -> int:
         return int(self.scores.shape[0])
@@ -137,6 +152,8 @@ class Sam3Predictor:
         model: a built `sam3.model.sam3_image.Sam3Image` (moved to `device`, put in eval mode).
         resolution: model input side; read from the model's ViT when None.
         device: "cpu", "cuda", ...; None = CUDA when available.
+        teacher: the distillation teacher (`region_sam3.teachers.RegionTeacher`) whose text
+            tower labels regions in `classify_regions`; only `encode_text` is ever called.
     """
 
     def __init__(
@@ -144,15 +161,19 @@ class Sam3Predictor:
         model: torch.nn.Module,
         resolution: int | None = None,
         device: str | torch.device | None = None,
+        teacher: torch.nn.Module | None = None,
     ) -> None:
-        from sam3.model.sam3_image_processor import Sam3Processor
+        from region_sam3.region_query import RegionAwareProcessor
 
         self.device = _default_device(device)
         # eval(): dropout off, and SAM3's decoder/encoder assert activation checkpointing
         # whenever they are in training mode.
         self.model = model.to(self.device).eval()
         self.resolution = int(resolution) if resolution is not None else model_resolution(model)
-        self.processor = Sam3Processor(self.model, resolution=self.resolution, device=self.device)
+        self.processor = RegionAwareProcessor(self.model, resolution=self.resolution,
+                                              device=self.device)
+        self.teacher = teacher.to(self.device).eval() if teacher is not None else None
+        self._text_cache: dict[str, torch.Tensor] = {}
 
     # ------------------------------------------------------------------ constructors
     @classmethod
@@ -200,9 +221,20 @@ class Sam3Predictor:
 
     @classmethod
     def from_lightning_checkpoint(
-        cls, path: str | os.PathLike, *, device: str | torch.device | None = None
+        cls,
+        path: str | os.PathLike,
+        *,
+        device: str | torch.device | None = None,
+        with_teacher: bool = False,
+        teacher_weights: str | os.PathLike | None = None,
     ) -> Sam3Predictor:
-        """Load the SAM3 (+ region head) network from a checkpoint written by `train.py`."""
+        """Load the SAM3 (+ region head) network from a checkpoint written by `train.py`.
+
+        Args:
+            with_teacher: also rebuild the distillation teacher from the checkpoint's config
+                (its weights: `teacher.pretrained`, or `teacher_weights`) for
+                `classify_regions`; only its text tower is used.
+        """
         from omegaconf import OmegaConf
 
         from region_sam3.lit.module import RegionSam3Module
@@ -231,11 +263,17 @@ class Sam3Predictor:
             k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)
         }
         module.net.load_state_dict(net_state, strict=True)
-        return cls(module.net, device=device)
+        teacher = None
+        if with_teacher or teacher_weights is not None:
+            from region_sam3.region_query import teacher_from_hparams
+
+            teacher = teacher_from_hparams(ckpt.get("hyper_parameters") or {}, teacher_weights)
+        return cls(module.net, device=device, teacher=teacher)
 
     # ------------------------------------------------------------------ inference
     @torch.inference_mode()
-    def predict(self, image: ImageLike, prompt: str, score_threshold: float = 0.5) -> Prediction:
+    def predict(self, image: ImageLike, prompt: str, score_threshold: float = 0.5,
+                return_iterations: bool = False) -> Prediction:
         """Segment every instance of `prompt` in `image`.
 
         Args:
@@ -243,21 +281,24 @@ class Sam3Predictor:
                 any size and aspect ratio.
             prompt: a short noun phrase, e.g. "red circle".
             score_threshold: keep detections with score > threshold.
+            return_iterations: also keep M^0..M^T of the region head's loop.
 
         Returns:
             `Prediction` at the original `H x W`.
         """
-        return self.predict_prompts(image, [prompt], score_threshold)[0]
+        return self.predict_prompts(image, [prompt], score_threshold, return_iterations)[0]
 
     @torch.inference_mode()
     def predict_prompts(
-        self, image: ImageLike, prompts: Sequence[str], score_threshold: float = 0.5
+        self, image: ImageLike, prompts: Sequence[str], score_threshold: float = 0.5,
+        return_iterations: bool = False,
     ) -> list[Prediction]:
         """Several prompts on one image; the image encoder runs once."""
         if isinstance(prompts, str):
             raise TypeError("prompts must be a sequence of strings; use predict() for one prompt")
         pixels = to_uint8_chw(image)
         self.processor.confidence_threshold = float(score_threshold)
+        self.processor.return_iterations = bool(return_iterations)
         state = self.processor.set_image(pixels)
         results = []
         for prompt in prompts:
@@ -277,80 +318,53 @@ class Sam3Predictor:
         # they are drawable and comparable with ground truth.
         boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)
         boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
+        region = state.get("region_embeds")
         return Prediction(
             masks=state["masks"][:, 0][order].cpu(),
             mask_probs=mask_probs[order].cpu(),
             boxes=boxes[order].cpu(),
             scores=scores[order].cpu(),
             prompt=prompt,
+            region_embeds=region[order].cpu() if region is not None else None,
+            iter_mask_logits={t: m[order].cpu() for t, m in state.get("iter_mask_logits", {}).items()},
         )
+
+    # ------------------------------------------------------------------ region queries
+    @torch.inference_mode()
+    def text_embeddings(self, names: Sequence[str]) -> torch.Tensor:
+        """`[C,D]` teacher text embeddings of `names` (text tower only; cached per name)."""
+        if self.teacher is None:
+            raise ValueError("no teacher: build the predictor with teacher=... or "
+                             "from_lightning_checkpoint(..., with_teacher=True)")
+        missing = [n for n in dict.fromkeys(names) if n not in self._text_cache]
+        if missing:
+            embeds = self.teacher.encode_text(missing).float().cpu()
+            self._text_cache.update(zip(missing, embeds))
+        return torch.stack([self._text_cache[n] for n in names]) if names else torch.zeros(0, 0)
+
+    def classify_regions(self, prediction: Prediction, names: Sequence[str]):
+        """Label every detection of `prediction` zero-shot with one of `names`.
+
+        Compares each region embedding with the teacher's text embeddings of the names (cosine);
+        the teacher's image tower never runs. Returns `region_query.RegionLabels`.
+        """
+        from region_sam3.region_query import classify
+
+        if prediction.region_embeds is None:
+            raise ValueError("the prediction has no region embeddings: the model has no region "
+                             "head (distil one with experiment=distill_clip)")
+        if isinstance(names, str):
+            raise TypeError("names must be a sequence of strings, e.g. ['cat', 'dog']")
+        return classify(prediction.region_embeds, self.text_embeddings(list(names)), names)
 
 
 # ---------------------------------------------------------------------- CLI
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="region-sam3-predict",
-        description="Segment every instance of a text prompt in an image; write an overlay PNG.",
-    )
-    parser.add_argument("image", type=Path, help="input image (any format PIL reads)")
-    parser.add_argument("prompt", help='text prompt, e.g. "a dog"')
-    parser.add_argument("--out", type=Path, default=None,
-                        help="overlay PNG to write (default: <image>_pred.png)")
-    parser.add_argument("--model", choices=MODEL_NAMES, default="tiny_base",
-                        help="model config conf/model/sam3/<model>.yaml (default: tiny_base)")
-    parser.add_argument("--checkpoint", default=None,
-                        help="official-format SAM3 weights (e.g. sam3.pt) for --model")
-    parser.add_argument("--lightning-checkpoint", type=Path, default=None,
-                        help="checkpoint written by train.py (overrides --model/--checkpoint)")
-    parser.add_argument("--threshold", type=float, default=0.5, help="score threshold")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: auto)")
-    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
-                        help="extra Hydra override for the model config (repeatable)")
-    return parser
-
-
 def main(argv: Sequence[str] | None = None) -> None:
-    """CLI entry point (`region-sam3-predict`).
+    """CLI entry point (`region-sam3-predict`, `python -m region_sam3.predict`): see
+    `region_sam3.predict_cli`."""
+    from region_sam3.predict_cli import main as cli_main
 
-    Raises:
-        SystemExit: unreadable or missing image (the message names the path).
-    """
-    from region_sam3.viz import overlay_predictions
-
-    args = build_parser().parse_args(argv)
-    # Check the cheap things before spending time building the model.
-    if not args.image.is_file():
-        # SystemExit with a message: the CLI prints one line instead of a traceback.
-        raise SystemExit(f"error: image file not found: {args.image}")
-    try:
-        image = Image.open(args.image).convert("RGB")
-    except OSError as err:
-        raise SystemExit(f"error: cannot read image {args.image}: {err}") from err
-    from region_sam3.models.checkpoint import CheckpointError
-
-    try:
-        if args.lightning_checkpoint is not None:
-            predictor = Sam3Predictor.from_lightning_checkpoint(
-                args.lightning_checkpoint, device=args.device
-            )
-        else:
-            predictor = Sam3Predictor.from_config(
-                args.model, args.override, checkpoint=args.checkpoint, device=args.device
-            )
-    except (CheckpointError, FileNotFoundError) as err:
-        raise SystemExit(f"error: {err}") from err
-    pred = predictor.predict(image, args.prompt, score_threshold=args.threshold)
-
-    out = args.out or args.image.with_name(f"{args.image.stem}_pred.png")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    overlay_predictions(image, pred, labels=args.prompt).save(out, format="PNG")
-    for i in range(len(pred)):
-        x0, y0, x1, y1 = pred.boxes[i].tolist()
-        area = int(pred.masks[i].sum())
-        print(f"{i}\t{args.prompt}\tscore={pred.scores[i]:.3f}\t"
-              f"box=[{x0:.1f}, {y0:.1f}, {x1:.1f}, {y1:.1f}]\tmask_area={area}")
-    print(f"{len(pred)} detection(s) above {args.threshold}; overlay written to {out}",
-          file=sys.stderr)
+    cli_main(argv)
 
 
 if __name__ == "__main__":

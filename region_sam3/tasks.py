@@ -46,6 +46,16 @@ def _write_json(path: Path, payload: dict[str, Any]) -> None:
     log.info("metrics written to %s", path)
 
 
+def _write_report(metrics_path: Path, metrics: dict[str, float], model: Any, datamodule: Any,
+                  **meta: str) -> None:
+    """`report.md` next to the metrics JSON (tables, curves, overlays): region_sam3.reporting."""
+    from region_sam3.reporting import write_run_report
+
+    splits = list(getattr(datamodule, "test_splits", None) or ["test"])
+    write_run_report(metrics_path, metrics, splits, net=getattr(model, "net", None),
+                     datamodule=datamodule, meta=meta)
+
+
 def check_missing_values(cfg: DictConfig) -> None:
     """Fail before anything is built when a required value was not given.
 
@@ -120,6 +130,9 @@ def train_task(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     if trainer.is_global_zero:
         _write_json(output_dir / "metrics.json", metrics)
         _report_iteration_gain(metrics, model, output_dir)
+        if cfg.get("test", True):
+            _write_report(output_dir / "metrics.json", metrics, model, datamodule,
+                          run=str(output_dir), task=str(cfg.get("task_name")))
     return metrics, {"model": model, "datamodule": datamodule, "trainer": trainer}
 
 
@@ -273,4 +286,5 @@ def eval_task(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         _write_json(Path(out), {"checkpoint": str(ckpt_path), "split": split,
                                 "resolution": composed.data.get("resolution"),
                                 "metrics": metrics})
+        _write_report(Path(out), metrics, model, datamodule, checkpoint=str(ckpt_path))
     return metrics, {"model": model, "datamodule": datamodule, "trainer": trainer}

@@ -1,0 +1,70 @@
+"""Where refinement helped and hurt: per-instance IoU of M^0 (SAM3) vs M^T (region head)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from region_sam3.predict import Sam3Predictor
+from region_sam3.reporting.overlays import Sample
+
+
+@dataclass
+class InstanceChange:
+    """One ground-truth instance: best IoU over the kept detections at t=0 and at t=T."""
+
+    image_id: int
+    prompt: str
+    instance: int
+    iou_first: float
+    iou_last: float
+
+    @property
+    def delta(self) -> float:
+        return self.iou_last - self.iou_first
+
+
+def best_iou(gt: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """`[G,H,W]` x `[N,H,W]` bool -> `[G]` IoU of each GT with its best-overlapping mask
+    (0 when there is no mask)."""
+    if masks.shape[0] == 0:
+        return torch.zeros(gt.shape[0])
+    g = gt.flatten(1).float()
+    m = masks.flatten(1).float()
+    inter = g @ m.T
+    union = g.sum(1, keepdim=True) + m.sum(1)[None] - inter
+    return (inter / union.clamp(min=1)).max(dim=1).values
+
+
+def refinement_changes(predictor: Sam3Predictor, samples: Sequence[Sample],
+                       score_threshold: float = 0.3) -> list[InstanceChange]:
+    """IoU change per GT instance between the first (M^0) and last (M^T) refinement iterate,
+    on the same kept detections. Samples need `gt_masks` (`split_samples(with_masks=True)`)."""
+    rows = []
+    for sample in samples:
+        if sample.gt_masks is None:
+            raise ValueError("samples need gt_masks: split_samples(..., with_masks=True)")
+        pred = predictor.predict(sample.image, sample.prompt, score_threshold,
+                                 return_iterations=True)
+        if not pred.iter_mask_logits:
+            raise ValueError("the model has no region head: nothing to compare")
+        first, last = min(pred.iter_mask_logits), max(pred.iter_mask_logits)
+        iou0 = best_iou(sample.gt_masks, pred.iteration_probs(first) > 0.5)
+        iou_t = best_iou(sample.gt_masks, pred.iteration_probs(last) > 0.5)
+        rows += [InstanceChange(sample.image_id, sample.prompt, i, float(a), float(b))
+                 for i, (a, b) in enumerate(zip(iou0, iou_t))]
+    return rows
+
+
+def changes_markdown(rows: Sequence[InstanceChange], k: int = 5) -> str:
+    """Markdown: the `k` instances refinement helped most and the `k` it hurt most."""
+    ordered = sorted(rows, key=lambda r: r.delta)
+    def table(items):
+        lines = ["| image | prompt | instance | IoU t=0 | IoU t=T | change |", "|---|---|---|---|---|---|"]
+        lines += [f"| {r.image_id} | {r.prompt} | {r.instance} | {r.iou_first:.3f} | "
+                  f"{r.iou_last:.3f} | {r.delta:+.3f} |" for r in items]
+        return "\n".join(lines)
+    return ("**Helped most**\n\n" + table(ordered[::-1][:k]) + "\n\n**Hurt most**\n\n"
+            + table(ordered[:k]) + "\n")
