@@ -36,7 +36,7 @@ NOTEBOOKS = {
                  "metrics, objects = evaluate_checkpoint(\n"
                  "    CHECKPOINT, SPLITS, WORK / 'eval', DATA, limit_batches=1 if FAST else 4,\n"
                  "    images=16 if FAST else None,\n"
-                 "    extra=['data.batch_size=1', 'model.evaluation.max_dets=10'] if FAST else [])\n"
+                 "    extra=['data.batch_size=1', 'model.evaluation.max_dets_per_image=10'] if FAST else [])\n"
                  "print(len(metrics), 'metrics')"),
         ("md", "## Metrics per split and refinement iteration t (`t=0` is SAM3's own mask)"),
         ("code", "from region_sam3.reporting import main_table\n"

@@ -55,10 +55,12 @@ def split_samples(image_dir: str | Path, ann_file: str | Path, num_images: int =
         if with_masks:
             from pycocotools import mask as mask_utils
 
+            from region_sam3.data.coco_index import segmentation_to_rle
+
+            # Polygons, uncompressed and compressed RLE: the reader's own conversion.
             h, w = info["height"], info["width"]
-            rles = [mask_utils.frPyObjects(a["segmentation"], h, w) for a in anns
+            rles = [segmentation_to_rle(a["segmentation"], h, w) for a in anns
                     if a["category_id"] == category]
-            rles = [mask_utils.merge(r) if isinstance(r, list) else r for r in rles]
             gt = torch.from_numpy(mask_utils.decode(rles)).permute(2, 0, 1).bool()
         samples.append(Sample(image, names[category], int(info["id"]), gt))
         if len(samples) == num_images:

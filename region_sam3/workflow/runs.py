@@ -58,7 +58,7 @@ def quick_region_head(out_dir: str | Path, data_dir: str | Path, steps: int = 60
         "trainer.limit_val_batches=0", "callbacks.model_checkpoint.monitor=null", "test=false",
         "data.batch_size=2",
         "data.max_queries_per_image=3", "model.criterion.num_sample_points=512",
-        "model.evaluation.boundary=false", "model.evaluation.max_dets=20", *extra])
+        "model.evaluation.boundary=false", "model.evaluation.max_dets_per_image=20", *extra])
     return out_dir / "checkpoints" / "last.ckpt", metrics, objects
 
 

@@ -23,7 +23,7 @@ EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 SMOKE = ["debug=smoke", "++trainer.fast_dev_run=true", "logger=csv",
          "model.criterion.num_sample_points=256", "model.evaluation.boundary=false",
          # evaluation post-processing dominates a fast_dev_run on CPU: score fewer detections
-         "model.evaluation.max_dets=10", "data.batch_size=1", "data.max_queries_per_image=2"]
+         "model.evaluation.max_dets_per_image=10", "data.batch_size=1", "data.max_queries_per_image=2"]
 
 
 def test_glob_found_the_experiments():

@@ -77,7 +77,7 @@ def test_two_trial_optuna_sweep_returns_the_metric(tmp_path, synthetic_data_dir)
         f"paths.data_dir={synthetic_data_dir}", f"paths.log_dir={tmp_path / 'logs'}",
         "data.num_workers=0", "data.batch_size=2", "data.max_queries_per_image=2",
         "model.criterion.num_sample_points=256", "model.evaluation.boundary=false",
-        "model.evaluation.max_dets=10", "trainer.accelerator=cpu", "trainer.max_epochs=1",
+        "model.evaluation.max_dets_per_image=10", "trainer.accelerator=cpu", "trainer.max_epochs=1",
         "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "test=false",
         "logger=csv", "~callbacks.progress_bar", "~callbacks.model_summary",
         *TINY_SPLITS,
