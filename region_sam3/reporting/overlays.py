@@ -56,14 +56,21 @@ def split_samples(image_dir: str | Path, ann_file: str | Path, num_images: int =
             from pycocotools import mask as mask_utils
 
             h, w = info["height"], info["width"]
-            rles = [mask_utils.frPyObjects(a["segmentation"], h, w) for a in anns
+            rles = [_rle(a["segmentation"], h, w, mask_utils) for a in anns
                     if a["category_id"] == category]
-            rles = [mask_utils.merge(r) if isinstance(r, list) else r for r in rles]
             gt = torch.from_numpy(mask_utils.decode(rles)).permute(2, 0, 1).bool()
         samples.append(Sample(image, names[category], int(info["id"]), gt))
         if len(samples) == num_images:
             break
     return samples
+
+
+def _rle(segmentation, h: int, w: int, mask_utils) -> dict:
+    """COCO segmentation (polygons, uncompressed or compressed RLE) -> compressed RLE."""
+    if isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), str):
+        return {"size": segmentation["size"], "counts": segmentation["counts"].encode()}
+    rle = mask_utils.frPyObjects(segmentation, h, w)
+    return mask_utils.merge(rle) if isinstance(rle, list) else rle
 
 
 def at_iteration(pred: Prediction, t: int | None) -> Prediction:
