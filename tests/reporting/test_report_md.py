@@ -79,3 +79,25 @@ def test_report_name_follows_the_metrics_file():
 def test_no_iterations_no_curves(tmp_path):
     path = write_run_report(tmp_path / "m.json", {"test/mask/AP": 0.1}, ["val"])
     assert "curves" not in path.read_text() and not list(tmp_path.glob("*.png"))
+
+
+def test_best_iou_and_rle_forms():
+    import torch
+    from pycocotools import mask as mask_utils
+
+    from region_sam3.data.coco_index import segmentation_to_rle
+    from region_sam3.workflow.refinement import best_iou
+
+    gt = torch.zeros(2, 4, 4, dtype=torch.bool)
+    gt[0, :2, :2] = True
+    gt[1, 2:, 2:] = True
+    pred = torch.zeros(1, 4, 4, dtype=torch.bool)
+    pred[0, :2, :] = True   # covers gt 0 (4 px) within 8 px
+    assert best_iou(gt, pred).tolist() == [0.5, 0.0]
+    assert best_iou(gt, pred[:0]).tolist() == [0.0, 0.0]
+    compressed = mask_utils.encode(gt[0].numpy().astype("uint8").copy(order="F"))
+    as_json = {"size": compressed["size"], "counts": compressed["counts"].decode()}
+    polygon = [[0.0, 0.0, 2.0, 0.0, 2.0, 2.0, 0.0, 2.0]]
+    for seg in (as_json, polygon):
+        decoded = mask_utils.decode(segmentation_to_rle(seg, 4, 4))
+        assert decoded[:2, :2].all() and decoded.sum() >= 4
