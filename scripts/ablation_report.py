@@ -24,7 +24,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import sys
 from collections import defaultdict
@@ -35,7 +34,7 @@ from statistics import mean, stdev
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from aggregate_multirun import Job, find_jobs  # noqa: E402
+from aggregate_multirun import Job, find_jobs, write_md_csv  # noqa: E402
 
 DEFAULT_METRICS = (
     "test/test/mask/AP",
@@ -204,15 +203,7 @@ def write_report(root: Path, out: Path, metrics: Sequence[str], reference: dict[
         print(f"warning: no {metrics_file} in {job_dir}; skipped", file=sys.stderr)
     md, rows = build_report(group_settings(jobs, seed_key), metrics, reference, seed_key,
                             scale, digits)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    md_path, csv_path = out.with_suffix(".md"), out.with_suffix(".csv")
-    md_path.write_text(f"# Closed-loop ablation: `{root}`\n\n" + md)
-    fields = list(dict.fromkeys(k for r in rows for k in r))
-    with csv_path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-    return md_path, csv_path
+    return write_md_csv(out, f"# Closed-loop ablation: `{root}`\n\n" + md, rows)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

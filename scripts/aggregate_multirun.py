@@ -167,11 +167,16 @@ def aggregate(
         print(f"warning: no {metrics_file} in {job_dir}; skipped", file=sys.stderr)
     names = list(metrics) if metrics else sorted({k for j in jobs for k in j.metrics})
     md, rows = build_tables(group_jobs(jobs, ignore), names, digits, scale)
+    return write_md_csv(out, md, rows)
+
+
+def write_md_csv(out: Path, md: str, rows: list[dict]) -> tuple[Path, Path]:
+    """`out`.md with the markdown and `out`.csv with `rows` (columns: union of the rows' keys)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     md_path, csv_path = out.with_suffix(".md"), out.with_suffix(".csv")
     md_path.write_text(md)
     with csv_path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
+        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
         writer.writeheader()
         writer.writerows(rows)
     return md_path, csv_path
