@@ -68,6 +68,9 @@ class FindQueryBatch:
     # back from the GPU would be a host-device sync per step. `.to()` carries them unchanged.
     num_targets_host: tuple[int, ...] | None = None
     target_object_host: tuple[int, ...] | None = None
+    # [T] host copy of `query_image_index[target_query_index]` (image row of each target): the
+    # distillation step groups targets per image with it (teacher forward, no device read).
+    target_image_host: tuple[int, ...] | None = None
 
     @property
     def num_queries(self) -> int:
@@ -80,6 +83,13 @@ class FindQueryBatch:
             return self.num_targets_host, self.target_object_host
         both = torch.cat([self.num_targets, self.target_object_index]).tolist()
         return tuple(both[:self.num_queries]), tuple(both[self.num_queries:])
+
+    def host_target_images(self) -> tuple[int, ...]:
+        """Image row of every target (`[T]` Python ints), without a device read when the
+        collator filled `target_image_host` (otherwise one device->host copy)."""
+        if self.target_image_host is not None:
+            return self.target_image_host
+        return tuple(self.query_image_index[self.target_query_index].tolist())
 
     def _map_tensors(self, fn) -> FindQueryBatch:
         changes = {
@@ -119,6 +129,7 @@ def collate_find_queries(samples: list[FindQuerySample]) -> FindQueryBatch:
     box_chunks: list[torch.Tensor] = []
     ann_chunks: list[torch.Tensor] = []
     object_rows: list[int] = []
+    target_images: list[int] = []
 
     for image_index, sample in enumerate(samples):
         for prompt, category_id, rows, exhaustive in zip(
@@ -132,6 +143,7 @@ def collate_find_queries(samples: list[FindQuerySample]) -> FindQueryBatch:
             is_exhaustive.append(exhaustive)
             target_query_index.extend([query_index] * len(rows))
             object_rows.extend(rows)
+            target_images.extend([image_index] * len(rows))
             if rows:
                 row_index = torch.as_tensor(rows, dtype=torch.long)
                 mask_chunks.append(sample.masks[row_index])
@@ -167,4 +179,5 @@ def collate_find_queries(samples: list[FindQuerySample]) -> FindQueryBatch:
         ),
         num_targets_host=tuple(num_targets),
         target_object_host=tuple(object_rows),
+        target_image_host=tuple(target_images),
     )

@@ -27,6 +27,7 @@ from region_sam3.lit.evaluation import EvaluationMixin, final_output
 from region_sam3.lit.nonfinite import (
     NonFiniteCheck,
     NonFiniteLossError,
+    SkipCounter,
     check_losses,
     drop_gradients,
     zero_loss_for_skipped_step,
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 # every rank's records (identical values on all ranks). Lightning would warn once per key.
 warnings.filterwarnings("ignore", message=r".*when logging on epoch level in distributed")
 TEACHER_PREFIX = "teacher."
+NONFINITE_KEY = "nonfinite_skips"  # checkpoint entry of the skip counts ({total, consecutive})
 
 
 def _plain(cfg: Any) -> Any:
@@ -65,6 +67,9 @@ class RegionSam3Module(EvaluationMixin, L.LightningModule):
             refuses an augmenting datamodule).
         on_nonfinite_loss: `stop` raises with the step and the term; `skip` drops the step
             (no optimizer update). Decided collectively under DDP (`lit/nonfinite.py`).
+        max_consecutive_nonfinite_skips: with `skip`, raise (on every rank, at the same step)
+            once more than this many batches in a row were non-finite; None = no cap. The skip
+            counts are saved in checkpoints (`NONFINITE_KEY`), so a resumed run continues them.
         seg_head_positives_only: in training, run the segmentation head (pixel decoder, mask
             head, region head) only on prompts with targets; negatives get no mask loss, so
             losses and gradients are unchanged. Forced off when the criterion's semantic-seg
@@ -102,6 +107,7 @@ class RegionSam3Module(EvaluationMixin, L.LightningModule):
         teacher_masks: str = "gt",
         teacher_cache_dir: str | None = None,
         on_nonfinite_loss: str = "stop",
+        max_consecutive_nonfinite_skips: int | None = 10,
         baseline: Mapping[str, Any] | None = None,
         seg_head_positives_only: bool = False,
         recompute_activations: bool = True,
@@ -160,7 +166,7 @@ class RegionSam3Module(EvaluationMixin, L.LightningModule):
         self.register_buffer("_text_embeds", None, persistent=False)
         self._category_ids: list[int] = []
         self._skip_optimizer_step = False
-        self._nonfinite_skips = 0
+        self._nonfinite = SkipCounter(cap=max_consecutive_nonfinite_skips)
 
     # ------------------------------------------------------------------ setup helpers
     def _build_region_head(self, region_head: Mapping[str, Any] | None):
@@ -237,6 +243,7 @@ class RegionSam3Module(EvaluationMixin, L.LightningModule):
         # Lightning restores optimizer, scheduler and loop counters but not the RNGs that drive
         # data sampling, negatives and point sampling: store them for exact resumption.
         checkpoint["rng_states"] = _collect_rng_states(include_cuda=torch.cuda.is_available())
+        checkpoint[NONFINITE_KEY] = self._nonfinite.state_dict()
         # The teacher is frozen and rebuilt from its config: never store its weights.
         state = checkpoint["state_dict"]
         for key in [k for k in state if k.startswith(TEACHER_PREFIX)]:
@@ -245,6 +252,7 @@ class RegionSam3Module(EvaluationMixin, L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "rng_states" in checkpoint:
             _set_rng_states(checkpoint["rng_states"])
+        self._nonfinite.load_state_dict(checkpoint.get(NONFINITE_KEY))  # absent (old): 0
         if self.teacher is not None:
             checkpoint["state_dict"].update(
                 {TEACHER_PREFIX + k: v for k, v in self.teacher.state_dict().items()}
@@ -257,28 +265,40 @@ class RegionSam3Module(EvaluationMixin, L.LightningModule):
 
     def _teacher_embeddings(self, batch: FindQueryBatch, masks: torch.Tensor,
                             use_cache: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """Teacher region embeddings `[T,D]` and valid flags `[T]` for `masks [T,H,W]`."""
+        """Teacher region embeddings `[T,D]` and valid flags `[T]` for `masks [T,H,W]`.
+
+        Without the cache no host-device sync: targets are grouped per image with the
+        collator's host copy of their image rows (`FindQueryBatch.host_target_images`).
+        """
         images = batch.images * 0.5 + 0.5  # undo SAM3's mean/std 0.5 normalisation -> [0,1]
-        image_index = batch.query_image_index[batch.target_query_index]
+        image_index = batch.host_target_images()
         if not (use_cache and self.teacher_cache is not None):
             return self.teacher(images, masks.float(), image_index, return_valid=True)
+        # Cache path: host work on purpose. The cache lives on disk and is keyed by Python ids,
+        # so the image / annotation ids are read back and the embeddings of a miss go through
+        # the CPU anyway; this costs a couple of syncs per step, far below the file I/O.
         embeds = torch.zeros(masks.shape[0], self.teacher.embed_dim, device=self.device)
         image_ids = batch.image_ids.tolist()
+        annotation_ids = batch.annotation_ids.tolist()
         for i, image_id in enumerate(image_ids):
-            rows = (image_index == i).nonzero(as_tuple=True)[0]
-            if rows.numel() == 0:
+            rows = [t for t, n in enumerate(image_index) if n == i]
+            if not rows:
                 continue
-            ann_ids = batch.annotation_ids[rows].tolist()
+            ann_ids = [annotation_ids[t] for t in rows]
             cached = self.teacher_cache.get(image_id, ann_ids)
+            rows_t = torch.as_tensor(rows, dtype=torch.long).to(masks.device, non_blocking=True)
             if cached is None:
-                emb, valid = self.teacher(images[i:i + 1], masks[rows].float(),
-                                          torch.zeros_like(rows), return_valid=True)
+                emb, valid = self.teacher(images[i:i + 1], masks[rows_t].float(),
+                                          [0] * len(rows), return_valid=True)
                 cached = emb * valid[:, None]  # invalid rows stored as zeros
                 self.teacher_cache.put(image_id, ann_ids, cached.cpu())
-            embeds[rows] = cached.to(self.device, embeds.dtype)
+            embeds[rows_t.to(self.device)] = cached.to(self.device, embeds.dtype)
         return embeds, embeds.abs().sum(dim=1) > 0
 
     def _distillation_losses(self, batch: FindQueryBatch, out: dict[str, Any]) -> dict:
+        """Distillation terms of the matched (query, target) pairs: `region_embed [B,Q,D]`
+        gathered at the matcher's indices `[M]` against the teacher's `[T,D]` rows. Rows whose
+        teacher mask was empty get weight 0 (not dropped: no data-dependent shape, no sync)."""
         batch_idx, query_idx, target_idx = out["indices"][:3]
         if target_idx is None:
             target_idx = torch.arange(batch_idx.numel(), device=batch_idx.device)
@@ -291,10 +311,9 @@ class RegionSam3Module(EvaluationMixin, L.LightningModule):
             masks = batch.masks
         teacher_embeds, valid = self._teacher_embeddings(
             batch, masks, use_cache=self.hparams.teacher_masks == "gt")
-        keep = valid[target_idx]
-        student = F.normalize(out["region_embed"][batch_idx, query_idx][keep].float(), dim=-1)
-        return self.distill(student, teacher_embeds[target_idx][keep],
-                            text_embeds=self._text_embeds, step=self.global_step)
+        student = F.normalize(out["region_embed"][batch_idx, query_idx].float(), dim=-1)
+        return self.distill(student, teacher_embeds[target_idx], text_embeds=self._text_embeds,
+                            step=self.global_step, weight=valid[target_idx].float())
 
     def _losses(self, batch: FindQueryBatch) -> dict[str, torch.Tensor]:
         # The per-query mask union is only built when SAM3's semantic-head loss is on (a
@@ -323,10 +342,10 @@ class RegionSam3Module(EvaluationMixin, L.LightningModule):
         message = check.describe(self.global_step, batch_idx, self.global_rank)
         if self.hparams.on_nonfinite_loss == "stop":
             raise NonFiniteLossError(message)
+        self._nonfinite.skip(message)  # raises past max_consecutive_nonfinite_skips
         if check.local_terms or self.global_rank == 0:
             log.warning("%s; skipping this step (model.on_nonfinite_loss=skip)", message)
-        self._nonfinite_skips += 1
-        self.log("train/nonfinite_skips", float(self._nonfinite_skips), on_step=True,
+        self.log("train/nonfinite_skips", float(self._nonfinite.total), on_step=True,
                  on_epoch=False, reduce_fx="max")
         # Backward still runs (DDP all-reduces in lockstep); `on_before_optimizer_step` then
         # drops the gradients so AdamW neither moves nor decays the weights. The LR schedule
@@ -345,6 +364,7 @@ class RegionSam3Module(EvaluationMixin, L.LightningModule):
         check = check_losses(losses)
         if check.bad:
             return self._nonfinite_step(check, batch_idx)
+        self._nonfinite.finite()
         bs = batch.num_queries
         self.log("train/loss", losses["total"], on_step=True, on_epoch=True, prog_bar=True,
                  batch_size=bs)

@@ -14,12 +14,16 @@ Every rank sees the same flags and takes the same branch:
 - `stop`: every rank raises `NonFiniteLossError` at the same step (no hang);
 - `skip`: every rank returns `zero_loss_for_skipped_step` (so backward and DDP's gradient
   all-reduce still run in lockstep), and `drop_gradients` makes the optimizer step a no-op.
+  `SkipCounter` caps consecutive skips (a loss that stays NaN must not skip silently forever):
+  its counts are Python ints that change only on the shared outcome, so they are equal on every
+  rank and every rank raises at the same step, without any further communication.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -51,6 +55,55 @@ class NonFiniteCheck:
         mine = f"rank {rank}: terms {list(self.local_terms)}" if self.local_terms else \
             f"rank {rank} is finite"
         return f"non-finite loss at {where} on rank(s) {list(self.bad_ranks)}; {mine}"
+
+
+@dataclass
+class SkipCounter:
+    """Non-finite steps skipped under `model.on_nonfinite_loss=skip`, saved in checkpoints.
+
+    Counted per training batch (under gradient accumulation a skipped batch drops the whole
+    accumulated optimizer step). Updated from `NonFiniteCheck.bad` only, which every rank sees
+    alike, so the counts and the cap decision agree across DDP ranks.
+
+    Attributes:
+        cap: most consecutive skips allowed (`model.max_consecutive_nonfinite_skips`); one
+            more raises `NonFiniteLossError`. None: no cap; 0: never skip (like `stop`).
+        total: skips since the run started (logged as `train/nonfinite_skips`).
+        consecutive: skips since the last finite batch.
+    """
+
+    cap: int | None = None
+    total: int = 0
+    consecutive: int = 0
+
+    def __post_init__(self) -> None:
+        cap = self.cap
+        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 0):
+            raise ValueError(f"model.max_consecutive_nonfinite_skips={cap!r}: use an integer "
+                             ">= 0 or null (no cap)")
+
+    def finite(self) -> None:
+        """A finite batch: the streak ends."""
+        self.consecutive = 0
+
+    def skip(self, message: str) -> None:
+        """Count one skipped batch; raise `NonFiniteLossError` once the cap is exceeded."""
+        self.total += 1
+        self.consecutive += 1
+        if self.cap is not None and self.consecutive > self.cap:
+            raise NonFiniteLossError(
+                f"{message}; {self.consecutive} consecutive non-finite steps exceed "
+                f"model.max_consecutive_nonfinite_skips={self.cap} ({self.total} skipped in "
+                "all): the loss does not recover, stopping")
+
+    def state_dict(self) -> dict[str, int]:
+        return {"total": self.total, "consecutive": self.consecutive}
+
+    def load_state_dict(self, state: Mapping[str, Any] | None) -> None:
+        """Restore the counts; None (a checkpoint from before they were saved) gives 0."""
+        state = state or {}
+        self.total = int(state.get("total", 0))
+        self.consecutive = int(state.get("consecutive", 0))
 
 
 def gather_rank_flags(flag: torch.Tensor) -> torch.Tensor:

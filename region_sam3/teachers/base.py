@@ -170,7 +170,7 @@ class RegionTeacher(nn.Module, ABC):
         self,
         images: Tensor,
         masks: Tensor,
-        mask_image_index: Tensor | None = None,
+        mask_image_index: Tensor | Sequence[int] | None = None,
         return_valid: bool = False,
     ) -> Tensor | tuple[Tensor, Tensor]:
         """Region embeddings.
@@ -179,7 +179,10 @@ class RegionTeacher(nn.Module, ABC):
             images: ``[N, 3, H, W]`` raw RGB in ``[0, 1]``.
             masks: ``[R, h, w]`` soft masks in ``[0, 1]`` (bool accepted), each covering
                 the full image it belongs to (any ``h, w``; resized as needed).
-            mask_image_index: ``[R]`` long, image index of each mask (default: all 0).
+            mask_image_index: ``[R]`` image index of each mask (default: all 0). The masks
+                are grouped per image on the host: pass Python ints (e.g. the collator's
+                ``FindQueryBatch.target_image_host``) or a CPU tensor for no host-device
+                sync; a device tensor costs one read-back.
             return_valid: also return ``[R]`` bool, False where the mask was empty on
                 the patch grid (after patch removal); those rows are finite but
                 meaningless and should be ignored by the loss.
@@ -188,22 +191,21 @@ class RegionTeacher(nn.Module, ABC):
             ``[R, D]`` L2-normalised embeddings in mask order (and ``valid``).
         """
         r = masks.shape[0]
-        if mask_image_index is None:
-            mask_image_index = torch.zeros(r, dtype=torch.long, device=masks.device)
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be [N, 3, H, W], got {tuple(images.shape)}")
-        if masks.dim() != 3 or mask_image_index.shape != (r,):
+        if masks.dim() != 3:
             raise ValueError("masks must be [R, h, w] and mask_image_index [R]")
+        groups = _rows_per_image(mask_image_index, r, images.shape[0])
         device = images.device
         rf, vals, image_hw, padded_hw, grid = self._encode_images(images)
         pooled = vals.new_zeros((r, vals.shape[-1]))
         valid = torch.zeros(r, dtype=torch.bool, device=device)
-        mask_image_index = mask_image_index.to(device)
-        for i in range(images.shape[0]):
-            sel = (mask_image_index == i).nonzero(as_tuple=True)[0]
-            if sel.numel() == 0:
+        for i, rows in enumerate(groups):
+            if not rows:
                 continue
-            m = masks_to_grid(masks[sel.to(masks.device)].to(device), image_hw, padded_hw, grid)
+            sel = _row_index(rows, device)
+            mask_sel = sel if masks.device == device else _row_index(rows, masks.device)
+            m = masks_to_grid(masks[mask_sel].to(device), image_hw, padded_hw, grid)
             if self.global_patch_removal:
                 keep = global_patch_removal_keep(rf[i], m, self.patch_removal_threshold)
                 m = m * keep[None].to(m.dtype)
@@ -290,6 +292,31 @@ class RegionTeacher(nn.Module, ABC):
             blob = json.dumps(payload, sort_keys=True, default=str).encode()
             self._hash = hashlib.sha256(blob).hexdigest()[:16]
         return self._hash
+
+
+def _rows_per_image(index: Tensor | Sequence[int] | None, r: int, n: int) -> list[list[int]]:
+    """Host-side grouping: ``rows[i]`` = mask rows of image ``i`` (``index`` ``[R]``)."""
+    if index is None:
+        return [list(range(r))] + [[] for _ in range(n - 1)]
+    if torch.is_tensor(index):
+        index = index.reshape(-1).tolist()  # no sync for a CPU tensor
+    if len(index) != r:
+        raise ValueError("masks must be [R, h, w] and mask_image_index [R]")
+    rows: list[list[int]] = [[] for _ in range(n)]
+    for row, image in enumerate(index):
+        if not 0 <= image < n:
+            raise ValueError(f"mask_image_index {image} out of range for {n} images")
+        rows[image].append(row)
+    return rows
+
+
+def _row_index(rows: list[int], device: torch.device) -> Tensor | slice:
+    """Rows as an index for ``device`` without a blocking copy: a slice when contiguous (the
+    collator packs targets image by image), else a long tensor copied with ``non_blocking``
+    (a host->device copy from pageable memory does not wait for the GPU queue)."""
+    if rows == list(range(rows[0], rows[0] + len(rows))):
+        return slice(rows[0], rows[0] + len(rows))
+    return torch.as_tensor(rows, dtype=torch.long).to(device, non_blocking=True)
 
 
 def strip_teacher_state(state_dict: dict[str, Any], prefix: str = "teacher.") -> dict[str, Any]:

@@ -66,17 +66,20 @@ def global_patch_removal_keep(features: Tensor, masks: Tensor, threshold: float 
 
     Returns:
         ``[P]`` bool, True = keep. All True when there is no non-empty mask.
+
+    Empty masks are masked out of the sums (weight 0) rather than dropped by boolean
+    indexing, so this reads nothing back from the device (no host sync).
     """
-    binary = masks > 0
-    binary = binary[binary.any(dim=1)].float()  # [R', P]
-    if binary.shape[0] == 0:
-        return torch.ones(features.shape[0], dtype=torch.bool, device=features.device)
+    binary = (masks > 0).float()  # [R, P]
+    nonempty = binary.amax(dim=1)  # [R] 1.0 for a non-empty mask
     f = F.normalize(features.float(), dim=-1)
     sim = f @ f.T  # [P, P]
-    avg = (sim @ binary.T) / binary.sum(dim=1)  # [P, R']
+    avg = (sim @ binary.T) / binary.sum(dim=1).clamp_min(1.0)  # [P, R] (0 for an empty mask)
+    outside_w = (1 - binary.T) * nonempty  # [P, R]: non-empty masks that do not contain p
     inside = (avg * binary.T).sum(dim=1) / (binary.sum(dim=0) + 1e-9)
-    outside = (avg * (1 - binary.T)).sum(dim=1) / ((1 - binary).sum(dim=0) + 1e-9)
-    return (inside - outside) >= threshold
+    outside = (avg * outside_w).sum(dim=1) / (outside_w.sum(dim=1) + 1e-9)
+    keep = (inside - outside) >= threshold
+    return keep | (nonempty.sum() == 0)
 
 
 def pool_weights(masks: Tensor, mask_mode: str, normalize: bool, eps: float = 1e-6) -> Tensor:

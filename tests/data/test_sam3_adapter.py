@@ -1,3 +1,4 @@
+import dataclasses
 import threading
 
 import torch
@@ -46,6 +47,10 @@ def test_mixed_batch_text_dedup_and_image_index(coco_files):
     assert torch.equal(
         sam3_batch.find_metadatas[0].coco_image_id, torch.tensor([1, 1, 1, 2, 2, 2, 2])
     )
+    # the collator's host copy of each target's image row (distillation groups by it)
+    expected = tuple(batch.query_image_index[batch.target_query_index].tolist())
+    assert batch.target_image_host == expected and set(expected) == {0, 1}
+    assert dataclasses.replace(batch, target_image_host=None).host_target_images() == expected
 
 
 def test_concurrent_generation_is_safe(tmp_path, make_cfg):

@@ -8,7 +8,8 @@ rank runs `train_task` (fit with validation, then test of the best checkpoint) a
 `trainer.validate`, and writes what it saw to `rank<k>.json`.
 
 One run feeds most tests: on rank 1 only, the loss of global step 1 is made NaN under
-`model.on_nonfinite_loss=skip`. A second run does the same under `stop`.
+`model.on_nonfinite_loss=skip`. A second run does the same under `stop`, a third keeps rank 1
+NaN from step 1 on under `skip` with a cap on consecutive skips.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from omegaconf import OmegaConf
 WORLD = 2
 NAN_RANK, NAN_STEP = 1, 1
 TRAIN_STEPS = 3
+NAN_FOREVER_ENV = "REGION_SAM3_TEST_NAN_FOREVER"  # set: rank 1 stays NaN from NAN_STEP on
 RUN_TIMEOUT_S = 240  # a rank stuck in a collective would otherwise hang until gloo's timeout
 DDP_OVERRIDES = [
     "trainer=ddp_sim",
@@ -73,15 +75,16 @@ class _Recorder(L.Callback):
         self._seen(trainer, "test", batch)
 
 
-def _inject_nan_at(step: int) -> None:
-    """Make this process's loss NaN at `global_step == step` (the term `loss_dice`)."""
+def _inject_nan_at(step: int, forever: bool = False) -> None:
+    """Make this process's loss NaN at `global_step == step` (the term `loss_dice`), or at
+    every step from `step` on (`forever`)."""
     from region_sam3.lit.module import RegionSam3Module
 
     original = RegionSam3Module._losses
 
     def corrupted(self, batch):
         losses = original(self, batch)
-        if self.training and self.global_step == step:
+        if self.training and (self.global_step == step or (forever and self.global_step > step)):
             losses["loss_dice"] = losses["loss_dice"] * float("nan")
             losses["total"] = losses["total"] + losses["loss_dice"]
         return losses
@@ -102,7 +105,7 @@ def _rank_main(rank: int, port: int, cfgs: list, out_dir: str) -> None:
     torch.set_num_threads(1)
     record: dict = {"rank": rank, "seen": {}, "weights_moved": []}
     if rank == NAN_RANK:
-        _inject_nan_at(NAN_STEP)
+        _inject_nan_at(NAN_STEP, forever=bool(os.environ.get(NAN_FOREVER_ENV)))
     recorder = _Recorder(record)
     build_callbacks = tasks.instantiate_callbacks
     tasks.instantiate_callbacks = lambda c: [*build_callbacks(c), recorder]
@@ -250,6 +253,21 @@ def test_stop_on_one_rank_raises_on_every_rank(tmp_path, synthetic_data_dir):
         assert f"rank(s) [{NAN_RANK}]" in record["error"]
     assert "loss_dice" in records[NAN_RANK]["error"]
     assert records[0]["weights_moved"] == [True]  # step 0 trained; nobody got past step 1
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(RUN_TIMEOUT_S + 120)
+def test_skip_cap_raises_on_every_rank_at_the_same_step(tmp_path, synthetic_data_dir,
+                                                        monkeypatch):
+    """Rank 1 stays NaN: step 1 is skipped everywhere, step 2 exceeds the cap (1) everywhere."""
+    monkeypatch.setenv(NAN_FOREVER_ENV, "1")  # inherited by the forked ranks
+    records = run_ddp(tmp_path, synthetic_data_dir, [
+        "model.on_nonfinite_loss=skip", "model.max_consecutive_nonfinite_skips=1"])
+    for record in records:
+        assert record["error"].startswith("NonFiniteLossError"), record
+        assert f"global step {NAN_STEP + 1}" in record["error"]
+        assert "2 consecutive non-finite steps exceed" in record["error"]
+        assert record["weights_moved"] == [True, False]  # trained, skipped, then stopped
 
 
 def test_ddp_sim_config_is_two_gloo_ranks_with_the_script_launcher(tmp_path):

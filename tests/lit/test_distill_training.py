@@ -71,3 +71,34 @@ def test_teacher_cache_hits_and_invalidation(tmp_path, synthetic_data_dir):
     assert other.teacher_cache.dir != module.teacher_cache.dir
     other._teacher_embeddings(batch, batch.masks, use_cache=True)
     assert other.teacher_cache.hits == 0 and other.teacher_cache.misses > 0
+
+
+def test_weighted_distillation_equals_boolean_indexed_version(tmp_path, synthetic_data_dir):
+    """`_distillation_losses` (invalid teacher rows weighted 0) gives the values of the previous
+    `[keep]`-indexed code on the same matcher output, to 1e-6."""
+    import torch.nn.functional as F
+
+    cfg = compose_task("train", tmp_path, synthetic_data_dir, [
+        *SMOKE, "data.augmentation=null", "data.batch_size=4", "model.distill.warmup_steps=0"])
+    module, batch = build_module_and_batch(cfg)
+    module._text_embeds = module.teacher.encode_text(["circle", "square", "triangle"])
+    masks = batch.masks.clone()
+    masks[1] = False  # an empty GT mask: invalid teacher row
+    batch.masks = masks
+    num_t = masks.shape[0]
+    g = torch.Generator().manual_seed(0)
+    target_idx = torch.randperm(num_t, generator=g)
+    query_idx = torch.randint(0, 5, (num_t,), generator=g)
+    out = {"indices": (batch.target_query_index[target_idx], query_idx, target_idx),
+           "region_embed": torch.randn(batch.num_queries, 5, module.teacher.embed_dim, generator=g)}
+    new = module._distillation_losses(batch, out)
+
+    teacher, valid = module._teacher_embeddings(batch, masks)
+    assert not valid[1] and valid.sum() >= 2, valid
+    keep = valid[target_idx]
+    student = F.normalize(out["region_embed"][out["indices"][0], out["indices"][1]][keep], dim=-1)
+    old = module.distill(student, teacher[target_idx][keep], text_embeds=module._text_embeds,
+                         step=module.global_step)
+    assert old.keys() == new.keys() and new["loss_distill"] > 0
+    for key in old:
+        torch.testing.assert_close(new[key], old[key], atol=1e-6, rtol=1e-6)

@@ -7,6 +7,8 @@ import torch
 from torch import nn
 
 from region_sam3.lit.nonfinite import (
+    NonFiniteLossError,
+    SkipCounter,
     check_losses,
     drop_gradients,
     gather_rank_flags,
@@ -75,3 +77,51 @@ def test_dropped_gradients_make_adamw_a_no_op(drop):
     moved = any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
     steps = {int(s["step"]) for s in optimizer.state.values()}
     assert moved != drop and steps == ({1} if drop else {2})
+
+
+def test_skip_counter_caps_consecutive_skips_and_resets_on_a_finite_step():
+    counter = SkipCounter(cap=2)
+    counter.skip("a")
+    counter.skip("b")
+    counter.finite()
+    counter.skip("c")
+    counter.skip("d")
+    with pytest.raises(NonFiniteLossError, match=r"^e; 3 consecutive .*=2 \(5 skipped in all\)"):
+        counter.skip("e")
+    assert counter.state_dict() == {"total": 5, "consecutive": 3}
+    unlimited = SkipCounter(cap=None)
+    for _ in range(100):
+        unlimited.skip("x")
+    with pytest.raises(NonFiniteLossError):
+        SkipCounter(cap=0).skip("never skip")
+    for bad in (-1, 1.5, True, "3"):
+        with pytest.raises(ValueError, match="max_consecutive_nonfinite_skips"):
+            SkipCounter(cap=bad)
+
+
+def test_skip_counter_state_round_trip_and_old_checkpoints():
+    counter = SkipCounter(cap=3, total=7, consecutive=2)
+    restored = SkipCounter(cap=3)
+    restored.load_state_dict(counter.state_dict())
+    assert restored == counter
+    restored.load_state_dict(None)  # a checkpoint from before the counts were saved
+    assert (restored.total, restored.consecutive) == (0, 0)
+
+
+def test_cap_is_reached_at_the_same_step_on_every_rank():
+    """Rank 1 stays NaN, rank 0 is finite: both see the same gathered flags, so both counters
+    hit the cap at the same step (nobody is left waiting in a collective)."""
+    counters = [SkipCounter(cap=2), SkipCounter(cap=2)]
+    raised_at: dict[int, int] = {}
+    flags = torch.tensor([[0.0], [1.0]])  # what the all-gather returns on both ranks, always
+    for step in range(5):
+        for rank, counter in enumerate(counters):
+            if rank in raised_at:
+                continue
+            check = check_losses(_losses(NAN if rank == 1 else 1.0), lambda flag: flags)
+            assert check.bad_ranks == (1,)
+            try:
+                counter.skip(check.describe(step, step, rank))
+            except NonFiniteLossError:
+                raised_at[rank] = step
+    assert raised_at == {0: 2, 1: 2}

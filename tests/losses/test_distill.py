@@ -80,3 +80,60 @@ def test_empty_regions_zero_with_grad_path() -> None:
     assert out["loss_distill"].requires_grad
     out["loss_distill"].backward()
     assert s.grad is not None and s.grad.shape == (0, 8)
+
+
+def _boolean_indexed_reference(s, t, text, keep, cos_w, kl_w, tau, scale):
+    """The previous implementation, verbatim: rows dropped by `[keep]`, then plain means."""
+    s, t = s[keep], t[keep]
+    cos = (1.0 - F.cosine_similarity(s, t, dim=-1)).mean()
+    out = {"loss_distill_cos": cos}
+    total = cos_w * cos
+    if kl_w > 0:
+        text = F.normalize(text, dim=-1)
+        kl = F.kl_div(F.log_softmax(F.normalize(s, dim=-1) @ text.T / tau, dim=-1),
+                      F.log_softmax(F.normalize(t, dim=-1) @ text.T / tau, dim=-1),
+                      reduction="batchmean", log_target=True)
+        out["loss_distill_kl"] = kl
+        total = total + kl_w * kl
+    out["loss_distill"] = total * scale
+    return out
+
+
+@pytest.mark.parametrize("kl_weight", [0.0, 0.7])
+def test_row_weights_equal_boolean_indexing(kl_weight: float) -> None:
+    """0/1 weights give the losses and gradients of the old `student[keep], teacher[keep]`."""
+    g = torch.Generator().manual_seed(3)
+    s0, t, text = torch.randn(7, 8, generator=g), torch.randn(7, 8, generator=g), torch.randn(5, 8, generator=g)
+    keep = torch.tensor([True, False, True, True, False, True, False])
+    t[~keep] = float("nan")  # whatever an invalid teacher row holds, it cannot leak in
+    loss = DistillationLoss(cosine_weight=2.0, kl_weight=kl_weight, temperature=0.1)
+    s_old, s_new = s0.clone().requires_grad_(), s0.clone().requires_grad_()
+    old = _boolean_indexed_reference(s_old, t, text, keep, 2.0, kl_weight, 0.1, scale=0.5)
+    new = loss(s_new, t, text, step=None, weight=keep.float())
+    new["loss_distill"] = new["loss_distill"] * 0.5  # the warmup scale, as in the reference
+    assert set(old) <= set(new)
+    for key in old:
+        torch.testing.assert_close(new[key], old[key], atol=1e-6, rtol=1e-6)
+    old["loss_distill"].backward()
+    new["loss_distill"].backward()
+    torch.testing.assert_close(s_new.grad, s_old.grad, atol=1e-6, rtol=1e-6)
+    assert not s_new.grad[~keep].any()
+
+
+def test_all_zero_weights_give_a_grad_connected_zero() -> None:
+    s = torch.randn(3, 8, requires_grad=True)
+    out = DistillationLoss(kl_weight=1.0)(s, torch.randn(3, 8), torch.randn(4, 8),
+                                          weight=torch.zeros(3))
+    assert out["loss_distill"].item() == 0.0 and out["loss_distill"].requires_grad
+    out["loss_distill"].backward()
+    assert s.grad is not None and not s.grad.any()
+    with pytest.raises(ValueError, match="weight"):
+        cosine_distill_loss(s, s.detach(), torch.ones(2))
+
+
+def test_a_nonfinite_student_row_still_shows_in_the_loss() -> None:
+    """Weights mask teacher rows only: a NaN student (a broken model) must reach the
+    non-finite check instead of being hidden by a zero weight."""
+    s, t = torch.randn(2, 8), torch.randn(2, 8)
+    s[1] = float("nan")
+    assert torch.isnan(cosine_distill_loss(s, t, torch.tensor([1.0, 0.0])))
