@@ -1,6 +1,7 @@
-"""Write notebooks/{evaluate,ablation,region_retrieval}.ipynb (outputs stripped) from the cell
-sources below: the notebooks stay thin, reviewable as a diff of this file, and their logic is in
-region_sam3.workflow / region_sam3.reporting. `python scripts/build_notebooks.py`."""
+"""Write notebooks/{quickstart,evaluate,ablation,region_retrieval}.ipynb (outputs stripped) from
+the cell sources below: the notebooks stay thin, reviewable as a diff of this file, and their
+logic is in region_sam3.predict / region_sam3.workflow / region_sam3.reporting.
+`python scripts/build_notebooks.py`."""
 
 from __future__ import annotations
 
@@ -20,7 +21,103 @@ WORK = Path(os.environ.get("REGION_SAM3_NOTEBOOK_DIR") or tempfile.mkdtemp(prefi
 DATA = Path(os.environ.get("REGION_SAM3_DATA", WORK / "data"))   # synthetic data generated here
 print("outputs in", WORK, "| fast mode (CI):", FAST)"""
 
+QUICKSTART = [
+    ("md", "# Region-aware SAM3 — quickstart\n\n"
+           "Text-prompted instance segmentation with `region_sam3.predict.Sam3Predictor`:\n\n"
+           "1. build the **tiny base** predictor (a small SAM3 pretrained on the synthetic shapes "
+           "benchmark; runs on CPU in seconds),\n"
+           "2. render one synthetic scene,\n"
+           "3. segment every `\"red circle\"` and draw the result,\n"
+           "4. switch to the **official SAM3 weights** (`sam3.pt`) or to a checkpoint written by "
+           "`train.py`.\n\n"
+           "Run it from a source checkout (`pip install -e .`) so the Hydra configs in `conf/` "
+           "are found."),
+    ("code", "import matplotlib.pyplot as plt\n"
+             "import numpy as np\n"
+             "import torch\n\n"
+             "from region_sam3.data.synthetic import SyntheticConfig, render_scene\n"
+             "from region_sam3.predict import Sam3Predictor\n"
+             "from region_sam3.viz import overlay_predictions\n\n"
+             "device = \"cuda\" if torch.cuda.is_available() else \"cpu\""),
+    ("md", "## 1. Build the predictor\n\n"
+           "`from_config(name)` composes `conf/model/sam3/<name>.yaml`: `tiny_base` loads the "
+           "shipped weights\n`region_sam3/assets/sam3_tiny_synthetic.pt`; `tiny` is the same "
+           "architecture with random weights;\n`full` is the official 848M-parameter SAM3. Hydra "
+           "overrides are relative to that file."),
+    ("code", "predictor = Sam3Predictor.from_config(\"tiny_base\", device=device)\n"
+             "print(\"input resolution:\", predictor.resolution, \"device:\", predictor.device)"),
+    ("md", "## 2. A synthetic scene\n\n"
+           "`render_scene(cfg, split, index)` is deterministic: the same arguments always give "
+           "the same pixels.\nIt returns the image `[H,W,3] uint8`, the category ids and the "
+           "ground-truth masks `[K,H,W]`."),
+    ("code", "cfg = SyntheticConfig()\n"
+             "scene = render_scene(cfg, \"val\", 0)\n"
+             "names = {c[\"id\"]: c[\"name\"] for c in cfg.categories()}\n"
+             "print(scene.image.shape, [names[c] for c in scene.category_ids])"),
+    ("md", "## 3. Predict and draw\n\n"
+           "`predict` accepts a PIL image, an `[H,W,3] uint8` array or a `[3,H,W]` tensor of any "
+           "size.\nMasks `[N,H,W]`, boxes `[N,4]` (xyxy pixels) and scores `[N]` come back at the "
+           "original size,\nsorted by score. The shipped tiny base is a weak detector whose "
+           "scores stay below ~0.25\n(`region_sam3/assets/README.md`), so this notebook keeps "
+           "detections above 0.15; with the\nofficial weights use SAM3's 0.5."),
+    ("code", "prompt = \"red circle\"\n"
+             "THRESHOLD = 0.15   # 0.5 with the official weights\n"
+             "pred = predictor.predict(scene.image, prompt, score_threshold=THRESHOLD)\n"
+             "for box, score in zip(pred.boxes.tolist(), pred.scores.tolist()):\n"
+             "    print(f\"{prompt}: score={score:.2f} box={[round(v, 1) for v in box]}\")\n\n"
+             "gt = [m for m, c in zip(scene.masks, scene.category_ids) if names[c] == prompt]\n"
+             "fig, axes = plt.subplots(1, 3, figsize=(12, 4))\n"
+             "axes[0].imshow(scene.image); axes[0].set_title(\"image\")\n"
+             "axes[1].imshow(overlay_predictions(scene.image, pred, labels=prompt)); "
+             "axes[1].set_title(f\"prediction ({len(pred)})\")\n"
+             "axes[2].imshow(np.any(gt, axis=0) if gt else np.zeros(scene.image.shape[:2]), "
+             "cmap=\"gray\"); axes[2].set_title(f\"ground truth ({len(gt)})\")\n"
+             "for ax in axes:\n"
+             "    ax.axis(\"off\")\n"
+             "plt.show()"),
+    ("md", "Several prompts on one image reuse the image features (the ViT runs once):"),
+    ("code", "prompts = [\"blue square\", \"green triangle\", \"red circle\"]\n"
+             "for p in predictor.predict_prompts(scene.image, prompts, score_threshold=THRESHOLD):\n"
+             "    print(f\"{p.prompt!r}: {len(p)} detection(s), scores "
+             "{[round(s, 2) for s in p.scores.tolist()]}\")"),
+    ("md", "## 4. Real weights\n\n"
+           "The official checkpoint `sam3.pt` is in the gated hub repo `facebook/sam3`; download "
+           "it once\n(after accepting the licence) and load it from a local path. The full model "
+           "wants a GPU\n(1008 px input, ~848M parameters). A checkpoint written by `train.py` "
+           "(e.g. a region-head\nfine-tune) rebuilds its own architecture from the saved "
+           "hyper-parameters."),
+    ("code", "from pathlib import Path\n\n"
+             "SAM3_CHECKPOINT = Path(\"/path/to/sam3.pt\")          # edit me\n"
+             "LIGHTNING_CHECKPOINT = Path(\"/path/to/run/checkpoints/last.ckpt\")  # edit me\n\n"
+             "if SAM3_CHECKPOINT.is_file():\n"
+             "    full = Sam3Predictor.from_config(\"full\", "
+             "overrides=[f\"checkpoint={SAM3_CHECKPOINT}\"], device=device)\n"
+             "    pred = full.predict(scene.image, \"red circle\")\n"
+             "    plt.imshow(overlay_predictions(scene.image, pred, labels=\"red circle\")); "
+             "plt.axis(\"off\"); plt.show()\n"
+             "else:\n"
+             "    print(f\"{SAM3_CHECKPOINT} not found: set SAM3_CHECKPOINT to the downloaded "
+             "sam3.pt\")\n\n"
+             "if LIGHTNING_CHECKPOINT.is_file():\n"
+             "    tuned = Sam3Predictor.from_lightning_checkpoint(LIGHTNING_CHECKPOINT, "
+             "device=device)\n"
+             "    print(len(tuned.predict(scene.image, \"red circle\")), \"detection(s)\")\n"
+             "else:\n"
+             "    print(f\"{LIGHTNING_CHECKPOINT} not found: set LIGHTNING_CHECKPOINT to a "
+             "train.py checkpoint\")"),
+    ("md", "## Command line\n\n"
+           "```bash\n"
+           "region-sam3-predict image.jpg \"a dog\" --out masks.png --model full "
+           "--checkpoint /path/to/sam3.pt\n"
+           "python -m region_sam3.predict image.jpg \"red circle\" --out masks.png            "
+           "# tiny base\n"
+           "python -m region_sam3.predict image.jpg \"red circle\" --lightning-checkpoint "
+           "runs/x/checkpoints/last.ckpt\n"
+           "```"),
+]
+
 NOTEBOOKS = {
+    "quickstart": QUICKSTART,
     "evaluate": [
         ("md", "# Evaluate a checkpoint: per-iteration metrics, overlays, where refinement helps\n"
                "Set `CHECKPOINT` to a `train.py` checkpoint; left `None`, a region head (T=2) is "

@@ -10,8 +10,10 @@ from helpers import build_tiny_sam3, make_find_batch
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("HYDRA_FULL_ERROR", "1")
-# Two cores: extra intra-op threads only add contention between test processes.
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# Two cores: extra intra-op threads only add contention between test processes. An explicit
+# OMP_NUM_THREADS (e.g. 1 on a shared machine) wins: torch already follows it.
+if "OMP_NUM_THREADS" not in os.environ:
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
 @pytest.fixture

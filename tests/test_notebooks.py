@@ -12,7 +12,6 @@ import pytest
 from helpers import REPO_ROOT
 
 NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("*.ipynb"))
-EXECUTED = [p for p in NOTEBOOKS if p.stem != "quickstart"]   # quickstart: compiled elsewhere
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -23,8 +22,24 @@ def test_outputs_are_stripped(path: Path):
             assert not cell.outputs and cell.execution_count is None, f"{path.name}: strip outputs"
 
 
+def test_notebooks_are_generated_by_the_build_script():
+    """Every notebook is `scripts/build_notebooks.py`'s output: edit the cells there."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("build_notebooks",
+                                                  REPO_ROOT / "scripts" / "build_notebooks.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert sorted(script.NOTEBOOKS) == [p.stem for p in NOTEBOOKS]
+    for path in NOTEBOOKS:
+        built = script.build(path.stem, script.NOTEBOOKS[path.stem])
+        nb = nbformat.read(path, as_version=4)
+        assert [(c.cell_type, c.source) for c in nb.cells] == \
+            [(c.cell_type, c.source) for c in built.cells], f"{path.name}: run the build script"
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("path", EXECUTED, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_executes(path: Path, tmp_path, synthetic_data_dir, monkeypatch):
     from nbclient import NotebookClient
 

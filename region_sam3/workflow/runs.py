@@ -38,6 +38,13 @@ def tiny_run_overrides(out_dir: str | Path, data_dir: str | Path, images: int = 
     ]
 
 
+def steps_overrides(steps: int) -> list[str]:
+    """Exactly `steps` optimizer steps, over as many epochs as that takes (one epoch of a
+    16-image split is only 8 batches: `limit_train_batches` alone would cap `steps` there)."""
+    return ["trainer.max_epochs=-1", "trainer.limit_train_batches=1.0",
+            f"++trainer.max_steps={int(steps)}"]
+
+
 def train(overrides: Sequence[str]) -> tuple[dict[str, float], dict[str, Any]]:
     """`python train.py <overrides>` in process; returns (metrics, {model, datamodule, trainer})."""
     from region_sam3.tasks import train_task
@@ -54,7 +61,7 @@ def quick_region_head(out_dir: str | Path, data_dir: str | Path, steps: int = 60
     out_dir = Path(out_dir)
     metrics, objects = train([
         "experiment=region_head", *tiny_run_overrides(out_dir, data_dir),
-        "trainer.max_epochs=1", f"trainer.limit_train_batches={steps}",
+        *steps_overrides(steps),
         "trainer.limit_val_batches=0", "callbacks.model_checkpoint.monitor=null", "test=false",
         "data.batch_size=2",
         "data.max_queries_per_image=3", "model.criterion.num_sample_points=512",
@@ -69,7 +76,7 @@ def quick_distilled(out_dir: str | Path, data_dir: str | Path, steps: int = 40,
     must stay in memory (random teacher weights are never saved in checkpoints)."""
     _, objects = train([
         "experiment=distill_clip", "debug=smoke", *tiny_run_overrides(out_dir, data_dir),
-        "trainer.max_epochs=1", f"trainer.limit_train_batches={steps}",
+        *steps_overrides(steps),
         "trainer.limit_val_batches=0", "test=false", "callbacks.model_checkpoint.monitor=null",
         "model.distill.warmup_steps=0", "model.criterion.num_sample_points=256", *extra])
     return objects
