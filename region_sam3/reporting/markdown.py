@@ -18,12 +18,13 @@ from pathlib import Path
 MAIN_COLUMNS: tuple[tuple[str, str], ...] = (
     ("AP", "mask/AP"), ("AP50", "mask/AP50"), ("AP75", "mask/AP75"), ("AP_S", "mask/AP_S"),
     ("AP_M", "mask/AP_M"), ("AP_L", "mask/AP_L"), ("boundary AP", "boundary/AP"),
-    ("mIoU", "miou/mIoU"),
+    ("mIoU", "miou/mIoU"), ("mIoU top-K", "miou/mIoU_topk"),
 )
 #: the per-iteration curves of the report (title, key)
 CURVES: tuple[tuple[str, str], ...] = (
     ("mask AP", "mask/AP"), ("AP_S", "mask/AP_S"), ("boundary AP", "boundary/AP"),
-    ("mIoU", "miou/mIoU"),
+    # threshold-free: the thresholded mIoU is 0 when no score reaches the threshold
+    ("mIoU (top-K)", "miou/mIoU_topk"),
 )
 _ITER = re.compile(r"^iter(\d+)/(.+)$")
 NO_DATA = "n/a (0 images)"
