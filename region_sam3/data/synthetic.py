@@ -37,10 +37,10 @@ from pycocotools import mask as mask_utils
 from region_sam3.data.synthetic_draw import (
     COLOURS,
     SHAPES,
-    _background,
-    _boxes_overlap,
-    _draw_clutter,
-    _shape_mask,
+    background,
+    boxes_overlap,
+    draw_clutter,
+    shape_mask,
 )
 
 # Bump when the rendering code changes so cached datasets are regenerated.
@@ -163,8 +163,8 @@ def render_scene(cfg: SyntheticConfig, split: str, index: int) -> SyntheticScene
     size = cfg.image_size
     # The split name is part of the seed: splits with equal specs (val / test) differ.
     rng = np.random.default_rng([cfg.seed, zlib.crc32(split.encode()), index])
-    image = _background(rng, size)
-    _draw_clutter(rng, image, int(rng.integers(spec.clutter[0], spec.clutter[1] + 1)))
+    image = background(rng, size)
+    draw_clutter(rng, image, int(rng.integers(spec.clutter[0], spec.clutter[1] + 1)))
 
     categories = [(c, s) for s in cfg.shapes for c in cfg.colours]
     owner = np.full((size, size), -1, dtype=np.int32)
@@ -182,11 +182,11 @@ def render_scene(cfg: SyntheticConfig, split: str, index: int) -> SyntheticScene
         for _attempt in range(20):
             cx, cy = rng.uniform(radius, size - radius, 2)
             box = np.array([cx - radius, cy - radius, cx + radius, cy + radius])
-            if _boxes_overlap(box, placed_boxes) <= spec.max_overlap:
+            if boxes_overlap(box, placed_boxes) <= spec.max_overlap:
                 break
         else:
             continue
-        mask = _shape_mask(shape, size, cx, cy, radius, rng.uniform(0, 2 * math.pi))
+        mask = shape_mask(shape, size, cx, cy, radius, rng.uniform(0, 2 * math.pi))
         if not mask.any():
             continue
         base = np.array(COLOURS[colour_name], dtype=np.float64) + rng.uniform(-25, 25, 3)

@@ -21,7 +21,7 @@ COLOURS = {
 BACKGROUNDS = ("gradient", "stripes", "noise", "checker")
 
 
-def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+def background(rng: np.random.Generator, size: int) -> np.ndarray:
     """[H,W,3] float in [0,255]: a random texture mixing two random colours."""
     colour_a, colour_b = rng.uniform(0, 255, (2, 3))
     yy, xx = np.mgrid[0:size, 0:size] / size
@@ -79,7 +79,7 @@ def _polygon(shape: str, cx: float, cy: float, radius: float, angle: float) -> l
     ]
 
 
-def _shape_mask(shape: str, size: int, cx: float, cy: float, radius: float, angle: float):
+def shape_mask(shape: str, size: int, cx: float, cy: float, radius: float, angle: float):
     canvas = Image.new("L", (size, size), 0)
     draw = ImageDraw.Draw(canvas)
     if shape in ("circle", "ring"):
@@ -92,7 +92,7 @@ def _shape_mask(shape: str, size: int, cx: float, cy: float, radius: float, angl
     return np.asarray(canvas, dtype=bool)
 
 
-def _draw_clutter(rng: np.random.Generator, image: np.ndarray, count: int) -> None:
+def draw_clutter(rng: np.random.Generator, image: np.ndarray, count: int) -> None:
     """Strokes and irregular blobs in object colours: distractors that are no category."""
     size = image.shape[0]
     palette = list(COLOURS.values())
@@ -113,7 +113,7 @@ def _draw_clutter(rng: np.random.Generator, image: np.ndarray, count: int) -> No
     image[:] = np.asarray(canvas, dtype=np.float64)
 
 
-def _boxes_overlap(box: np.ndarray, others: list[np.ndarray]) -> float:
+def boxes_overlap(box: np.ndarray, others: list[np.ndarray]) -> float:
     """Max over `others` of intersection area / smaller box area; boxes are x0,y0,x1,y1."""
     worst = 0.0
     for other in others:
