@@ -195,7 +195,9 @@ def build_report(
 
 def write_report(root: Path, out: Path, metrics: Sequence[str], reference: dict[str, str],
                  seed_key: str = "seed", scale: float = 100.0, digits: int = 2,
-                 metrics_file: str = "metrics.json") -> tuple[Path, Path]:
+                 metrics_file: str = "metrics.json", notes: str = "") -> tuple[Path, Path]:
+    """Write `<out>.md` / `<out>.csv`; `notes` (markdown: protocol, reading) goes under the
+    title, so the committed report carries its own interpretation."""
     jobs, missing = find_jobs(root, metrics_file)
     if not jobs:
         raise FileNotFoundError(f"no job with {metrics_file!r} under {root}")
@@ -203,7 +205,8 @@ def write_report(root: Path, out: Path, metrics: Sequence[str], reference: dict[
         print(f"warning: no {metrics_file} in {job_dir}; skipped", file=sys.stderr)
     md, rows = build_report(group_settings(jobs, seed_key), metrics, reference, seed_key,
                             scale, digits)
-    return write_md_csv(out, f"# Closed-loop ablation: `{root}`\n\n" + md, rows)
+    head = f"# Closed-loop ablation: `{root}`\n\n" + (notes.strip() + "\n\n" if notes else "")
+    return write_md_csv(out, head + md, rows)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -217,11 +220,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--scale", type=float, default=100.0)
     p.add_argument("--digits", type=int, default=2)
     p.add_argument("--metrics-file", default="metrics.json")
+    p.add_argument("--notes", type=Path, help="markdown file inserted under the title")
     args = p.parse_args(argv)
+    if args.notes is not None and not args.notes.is_file():
+        p.error(f"--notes {args.notes}: no such file")
+    notes = args.notes.read_text() if args.notes is not None else ""
     reference = dict(item.split("=", 1) for item in args.reference.split(",") if item)
     md_path, csv_path = write_report(args.root, args.out, [m for m in args.metrics.split(",") if m],
                                      reference, args.seed_key, args.scale, args.digits,
-                                     args.metrics_file)
+                                     args.metrics_file, notes)
     print(md_path.read_text())
     print(f"wrote {md_path} and {csv_path}")
     return 0

@@ -115,3 +115,14 @@ def test_cli_writes_default_outputs(sweep: Path, tmp_path: Path, capsys):
     assert report.main([str(sweep), "--out", str(out)]) == 0
     assert out.with_suffix(".md").is_file() and out.with_suffix(".csv").is_file()
     assert "Paired difference" in capsys.readouterr().out
+
+
+def test_notes_go_under_the_title(sweep: Path, tmp_path: Path):
+    notes = tmp_path / "notes.md"
+    notes.write_text("## Reading\n\nNull result.\n")
+    out = tmp_path / "ablation"
+    assert report.main([str(sweep), "--out", str(out), "--notes", str(notes)]) == 0
+    text = out.with_suffix(".md").read_text()
+    assert text.index("## Reading") < text.index("## Mean ± std over seeds")
+    with pytest.raises(SystemExit):
+        report.main([str(sweep), "--out", str(out), "--notes", str(tmp_path / "missing.md")])
