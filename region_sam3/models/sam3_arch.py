@@ -91,6 +91,8 @@ def build_sam3_architecture(
     text_layers: int = 24,
     text_context_length: int = 32,
     pixel_decoder_stages: int = 3,
+    neck_scale_factors: Sequence[float] = (4.0, 2.0, 1.0, 0.5),
+    neck_scalp: int = 1,
     bpe_path: str | None = None,
     use_act_checkpoint: bool = True,
     segmentation_head: nn.Module | None = None,
@@ -102,6 +104,11 @@ def build_sam3_architecture(
     and predicts masks at `image_size * 4 / patch_size` pixels per side (288 for 1008).
 
     Args:
+        neck_scale_factors: the ViTDet neck's levels relative to the token grid (official: 4, 2,
+            1, 0.5 with the coarsest dropped by ``neck_scalp=1``, i.e. 288², 144², 72² at 1008
+            px). A finer patch keeps the same three levels with fewer upsamplings, e.g. patch 7
+            at 224 px (32² tokens): ``(2, 1, 0.5)`` and ``neck_scalp=0`` give 64², 32², 16².
+        neck_scalp: how many of the coarsest neck levels SAM3 drops.
         segmentation_head: replaces the default `UniversalSegmentationHead` (e.g. the
             region-aware head); it must keep the upstream attribute names.
     """
@@ -146,7 +153,7 @@ def build_sam3_architecture(
     neck = Sam3DualViTDetNeck(
         position_encoding=_position_encoding(d_model),
         d_model=d_model,
-        scale_factors=[4.0, 2.0, 1.0, 0.5],
+        scale_factors=[float(f) for f in neck_scale_factors],
         trunk=vit,
         add_sam2_neck=False,
     )
@@ -159,7 +166,7 @@ def build_sam3_architecture(
         context_length=text_context_length,
         use_act_checkpoint=use_act_checkpoint,
     )
-    backbone = SAM3VLBackbone(visual=neck, text=text_encoder, scalp=1)
+    backbone = SAM3VLBackbone(visual=neck, text=text_encoder, scalp=neck_scalp)
 
     encoder = TransformerEncoderFusion(
         layer=_encoder_layer(d_model, ffn_dim, num_heads, dropout, pos_enc_at_attn=True,
