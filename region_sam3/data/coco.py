@@ -75,6 +75,14 @@ def original_frame_annotations(record: ImageRecord) -> list[dict]:
     return out
 
 
+def confusable_categories(names: dict[int, str]) -> dict[int, set[int]]:
+    """Category id -> the other ids whose prompt shares a word with it ("red circle" ->
+    "red star", "blue circle", ...): the pool of hard negatives."""
+    words = {cid: set(name.lower().split()) for cid, name in names.items()}
+    return {cid: {other for other, w in words.items() if other != cid and w & mine}
+            for cid, mine in words.items()}
+
+
 class FindQueryDataset(Dataset):
     """COCO-format images + instances json -> `FindQuerySample`s.
 
@@ -83,6 +91,10 @@ class FindQueryDataset(Dataset):
         transform: joint image/mask transform; default keeps the original size.
         negative_ratio: negative queries per positive query (images without positives get
             `negative_ratio` negatives); ignored when `all_categories`.
+        hard_negative_fraction: share of the sampled negatives drawn, where possible, from
+            absent categories whose prompt shares a word with a present one ("red star" when a
+            red circle is present, "blue circle" likewise): a detector that keys on one
+            attribute is penalised. 0 keeps the uniform draw (and its random stream).
         all_categories: query every category (positives + all absent ones), for evaluation.
         max_queries_per_image: cap on queries per image; when it bites, positives and
             negatives are subsampled in proportion.
@@ -98,6 +110,7 @@ class FindQueryDataset(Dataset):
         ann_file: str | Path,
         transform: Callable[[torch.Tensor, torch.Tensor], TransformOutput] | None = None,
         negative_ratio: float = 1.0,
+        hard_negative_fraction: float = 0.0,
         all_categories: bool = False,
         max_queries_per_image: int | None = None,
         resample_each_epoch: bool = False,
@@ -109,6 +122,9 @@ class FindQueryDataset(Dataset):
     ) -> None:
         if negative_ratio < 0:
             raise ValueError(f"negative_ratio must be >= 0, got {negative_ratio}")
+        if not 0.0 <= hard_negative_fraction <= 1.0:
+            raise ValueError(
+                f"hard_negative_fraction must be in [0, 1], got {hard_negative_fraction}")
         if max_queries_per_image is not None and max_queries_per_image < 1:
             raise ValueError(f"max_queries_per_image must be >= 1, got {max_queries_per_image}")
         index = load_coco_index(ann_file, image_dir, strict=strict, validate_masks=validate_masks)
@@ -118,6 +134,8 @@ class FindQueryDataset(Dataset):
         self.setup_issues = index.issues
         self.transform = transform or FindQueryTransform(resolution=None)
         self.negative_ratio = negative_ratio
+        self.hard_negative_fraction = hard_negative_fraction
+        self._confusable = confusable_categories(self.category_names)
         self.all_categories = all_categories
         self.max_queries_per_image = max_queries_per_image
         self.resample_each_epoch = resample_each_epoch
@@ -160,7 +178,10 @@ class FindQueryDataset(Dataset):
             expected = self.negative_ratio * max(len(positives), 1)
             count = math.floor(expected) + int(rng.random() < expected - math.floor(expected))
             count = min(count, len(candidates))
-            negatives = sorted(rng.choice(candidates, count, replace=False).tolist())
+            if self.hard_negative_fraction > 0 and count:
+                negatives = self._draw_with_hard(candidates, present, count, rng)
+            else:
+                negatives = sorted(rng.choice(candidates, count, replace=False).tolist())
 
         cap = self.max_queries_per_image
         if cap is not None and len(positives) + len(negatives) > cap:
@@ -170,6 +191,18 @@ class FindQueryDataset(Dataset):
             positives = sorted(rng.choice(positives, keep_positives, replace=False).tolist())
             negatives = sorted(rng.choice(negatives, keep_negatives, replace=False).tolist())
         return positives, negatives
+
+    def _draw_with_hard(self, candidates: np.ndarray, present: set[int], count: int,
+                        rng: np.random.Generator) -> list[int]:
+        """`count` negatives from `candidates`, a `hard_negative_fraction` share confusable."""
+        confusable = set().union(*(self._confusable.get(c, set()) for c in present))
+        hard_pool = candidates[np.isin(candidates, sorted(confusable))]
+        expected = self.hard_negative_fraction * count
+        n_hard = math.floor(expected) + int(rng.random() < expected - math.floor(expected))
+        hard = rng.choice(hard_pool, min(n_hard, len(hard_pool)), replace=False)
+        rest = candidates[~np.isin(candidates, hard)]
+        easy = rng.choice(rest, count - len(hard), replace=False)
+        return sorted(int(c) for c in np.concatenate([hard, easy]))
 
     def _load(self, index: int) -> FindQuerySample:
         record = self.records[index]

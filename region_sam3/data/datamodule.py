@@ -59,6 +59,8 @@ class FindQueryDataModule(L.LightningDataModule):
         batch_size: images per batch (see module docstring); eval_batch_size defaults to it.
         negative_ratio: train negatives per positive query; evaluation queries all categories
             when `eval_all_categories` (needed for correct AP).
+        hard_negative_fraction: share of train negatives that share a prompt word with a
+            present category (`FindQueryDataset`).
         pin_memory: None = only when CUDA is available.
     """
 
@@ -77,6 +79,7 @@ class FindQueryDataModule(L.LightningDataModule):
         num_workers: int = 2,
         pin_memory: bool | None = None,
         negative_ratio: float = 1.0,
+        hard_negative_fraction: float = 0.0,
         max_queries_per_image: int | None = 16,
         eval_all_categories: bool = True,
         eval_max_queries_per_image: int | None = None,
@@ -146,6 +149,7 @@ class FindQueryDataModule(L.LightningDataModule):
             ann_file,
             transform=transform,
             negative_ratio=hp.negative_ratio,
+            hard_negative_fraction=hp.get("hard_negative_fraction", 0.0),
             all_categories=(not train) and hp.eval_all_categories,
             max_queries_per_image=hp.max_queries_per_image
             if train
