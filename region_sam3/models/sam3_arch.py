@@ -31,6 +31,7 @@ from sam3.model.vl_combiner import SAM3VLBackbone
 from torch import nn
 
 from region_sam3.models.compat import CpuSafeSequenceGeometryEncoder, resolve_bpe_path
+from region_sam3.models.conv_stem import add_conv_stem_
 from region_sam3.models.sam3_image import Sam3ImageModel
 
 
@@ -91,6 +92,7 @@ def build_sam3_architecture(
     text_layers: int = 24,
     text_context_length: int = 32,
     pixel_decoder_stages: int = 3,
+    vit_conv_stem: Sequence[int] = (),
     neck_scale_factors: Sequence[float] = (4.0, 2.0, 1.0, 0.5),
     neck_scalp: int = 1,
     bpe_path: str | None = None,
@@ -104,6 +106,8 @@ def build_sam3_architecture(
     and predicts masks at `image_size * 4 / patch_size` pixels per side (288 for 1008).
 
     Args:
+        vit_conv_stem: widths of stride-1 3x3 convolutions before the patch projection
+            (`region_sam3.models.conv_stem`; official: none).
         neck_scale_factors: the ViTDet neck's levels relative to the token grid (official: 4, 2,
             1, 0.5 with the coarsest dropped by ``neck_scalp=1``, i.e. 288², 144², 72² at 1008
             px). A finer patch keeps the same three levels with fewer upsamplings, e.g. patch 7
@@ -150,6 +154,7 @@ def build_sam3_architecture(
         compile_mode=None,
         use_act_checkpoint=use_act_checkpoint,
     )
+    add_conv_stem_(vit, list(vit_conv_stem), patch_size)
     neck = Sam3DualViTDetNeck(
         position_encoding=_position_encoding(d_model),
         d_model=d_model,
