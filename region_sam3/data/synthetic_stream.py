@@ -39,6 +39,7 @@ def scene_to_tensors(scene: SyntheticScene, label_size: int) -> dict[str, torch.
         image: [3,S,S] float, SAM3 normalisation (mean = std = 0.5).
         labels: [L,L] long, 0 = background, else the owning object's category id
             (nearest-neighbour resize of the full-resolution owner map).
+        instances: [L,L] long, 0 = background, else 1 + the owning object's index.
         masks: [K,S,S] bool visible masks; category_ids: [K] long.
     """
     image = torch.from_numpy(scene.image).permute(2, 0, 1).float().div_(255)
@@ -47,11 +48,13 @@ def scene_to_tensors(scene: SyntheticScene, label_size: int) -> dict[str, torch.
     image = (image - mean) / std
     size = scene.image.shape[0]
     owner = np.zeros((size, size), dtype=np.int64)
-    for mask, category_id in zip(scene.masks, scene.category_ids):
-        owner[mask] = category_id  # visible masks are disjoint
-    labels = F.interpolate(torch.from_numpy(owner)[None, None].float(), size=label_size,
-                           mode="nearest")[0, 0].long()
-    return {"image": image, "labels": labels, "masks": torch.from_numpy(scene.masks),
+    for k, mask in enumerate(scene.masks):
+        owner[mask] = k + 1  # visible masks are disjoint
+    instances = F.interpolate(torch.from_numpy(owner)[None, None].float(), size=label_size,
+                              mode="nearest")[0, 0].long()
+    lookup = torch.tensor([0, *scene.category_ids], dtype=torch.long)
+    return {"image": image, "labels": lookup[instances], "instances": instances,
+            "masks": torch.from_numpy(scene.masks),
             "category_ids": torch.tensor(scene.category_ids, dtype=torch.long)}
 
 
@@ -69,7 +72,7 @@ class SceneDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         item = scene_to_tensors(render_scene(self.cfg, self.split, int(index)), self.label_size)
         if not self.with_masks:
-            del item["masks"], item["category_ids"]
+            del item["masks"]
         return item
 
 
@@ -92,12 +95,19 @@ class EpochStreamSampler(Sampler[int]):
 
 
 def collate_scenes(items: list[dict[str, torch.Tensor]]) -> dict[str, Any]:
-    """Stack images [B,3,S,S] and labels [B,L,L]; keep per-image masks / ids as lists."""
+    """Stack images [B,3,S,S], labels / instances [B,L,L] and object categories [B,Kmax]
+    (0-padded); keep per-image masks and category ids as lists."""
+    k_max = max(len(i["category_ids"]) for i in items)
+    object_categories = torch.zeros(len(items), k_max, dtype=torch.long)
+    for row, item in enumerate(items):
+        object_categories[row, : len(item["category_ids"])] = item["category_ids"]
     out: dict[str, Any] = {"image": torch.stack([i["image"] for i in items]),
-                           "labels": torch.stack([i["labels"] for i in items])}
+                           "labels": torch.stack([i["labels"] for i in items]),
+                           "instances": torch.stack([i["instances"] for i in items]),
+                           "object_categories": object_categories,
+                           "category_ids": [i["category_ids"] for i in items]}
     if "masks" in items[0]:
         out["masks"] = [i["masks"] for i in items]
-        out["category_ids"] = [i["category_ids"] for i in items]
     return out
 
 

@@ -48,11 +48,16 @@ class DensePretrainModule(L.LightningModule):
             <shape>" categories are the read-out's classes 1..C (0 = background).
         background_weight: cross-entropy weight of the background class (objects cover a small
             share of the pixels).
+        object_loss_weight: weight of the object-level term: CE of each object's logits
+            averaged inside its mask. A pixel-level label asks every pixel of a large disc to
+            know it is not a square; the object-level term asks only the object as a whole,
+            so boundary evidence (corners, points, curvature) can carry it. 0: off.
         optimizer / scheduler: as `RegionSam3Module` (`region_sam3.lit.optim`).
     """
 
     def __init__(self, sam3: DictConfig | dict, synthetic: dict | None = None,
-                 background_weight: float = 0.2, optimizer: dict | None = None,
+                 background_weight: float = 0.2, object_loss_weight: float = 0.0,
+                 optimizer: dict | None = None,
                  scheduler: dict | None = None) -> None:
         super().__init__()
         sam3 = OmegaConf.create(sam3) if not isinstance(sam3, DictConfig) else sam3
@@ -75,6 +80,7 @@ class DensePretrainModule(L.LightningModule):
         d_model = self.vision.convs[0].conv_3x3.out_channels
         self.readouts = nn.ModuleList(
             nn.Conv2d(d_model, num_categories + 1, kernel_size=1) for _ in range(levels))
+        self.object_loss_weight = float(object_loss_weight)
         weight = torch.ones(num_categories + 1)
         weight[0] = background_weight
         self.register_buffer("class_weight", weight, persistent=False)
@@ -90,21 +96,34 @@ class DensePretrainModule(L.LightningModule):
         features = features[: len(features) - self.scalp] if self.scalp else features
         return [head(f) for head, f in zip(self.readouts, features)]
 
-    def _loss(self, logits: list[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
-        """Mean over levels of the weighted CE, each level upsampled to the label grid [B,L,L]."""
-        losses = [F.cross_entropy(F.interpolate(x, size=labels.shape[-2:], mode="bilinear",
-                                                align_corners=False),
-                                  labels, weight=self.class_weight) for x in logits]
+    def _loss(self, logits: list[torch.Tensor], batch: dict[str, Any]) -> torch.Tensor:
+        """Mean over levels of the weighted per-pixel CE plus `object_loss_weight` x the CE of
+        each object's mask-averaged logits (every level upsampled to the label grid)."""
+        labels = batch["labels"]
+        losses = []
+        for x in logits:
+            x = F.interpolate(x, size=labels.shape[-2:], mode="bilinear", align_corners=False)
+            loss = F.cross_entropy(x, labels, weight=self.class_weight)
+            if self.object_loss_weight:
+                pooled, target = object_logits(x, batch["instances"], batch["object_categories"])
+                visible = (target >= 0).sum().clamp_min(1)
+                object_loss = F.cross_entropy(pooled, target, ignore_index=-1, reduction="sum")
+                loss = loss + self.object_loss_weight * object_loss / visible
+            losses.append(loss)
         return torch.stack(losses).mean()
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         images, labels = batch["image"], batch["labels"]
         # Random flips / quarter turns: shapes are rotation-invariant categories.
-        if torch.rand(()) < 0.5:
+        flip = bool(torch.rand(()) < 0.5)
+        if flip:
             images, labels = images.flip(-1), labels.flip(-1)
         turns = int(torch.randint(4, ()))
         images, labels = images.rot90(turns, (-2, -1)), labels.rot90(turns, (-2, -1))
-        loss = self._loss(self.level_logits(images), labels)
+        batch = {**batch, "labels": labels,
+                 "instances": batch["instances"].flip(-1) if flip else batch["instances"]}
+        batch["instances"] = batch["instances"].rot90(turns, (-2, -1))
+        loss = self._loss(self.level_logits(images), batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=images.shape[0])
         return loss
 
@@ -114,7 +133,7 @@ class DensePretrainModule(L.LightningModule):
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         logits = self.level_logits(batch["image"])
-        loss = self._loss(logits, batch["labels"])
+        loss = self._loss(logits, batch)
         self.log("val/loss", loss, batch_size=batch["image"].shape[0])
         for name, level in (("fine", logits[0]), ("coarse", logits[-1])):
             for i, (masks, ids) in enumerate(zip(batch["masks"], batch["category_ids"])):
@@ -135,6 +154,29 @@ class DensePretrainModule(L.LightningModule):
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         return {"optimizer": optimizer,
                 "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def object_logits(logits: torch.Tensor, instances: torch.Tensor,
+                  object_categories: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mask-averaged logits of every object visible at the label grid.
+
+    Args:
+        logits: [B,C+1,L,L]; instances: [B,L,L] long (0 = background, k = object k-1);
+        object_categories: [B,Kmax] long category ids (0 = padding).
+    Returns:
+        pooled [B*(Kmax+1),C+1] and target [B*(Kmax+1)]: the category id of each object slot
+        with >= 1 pixel at the grid, -1 elsewhere (padding, background, vanished objects), so
+        the caller needs no data-dependent indexing (no host sync).
+    """
+    b, c = logits.shape[:2]
+    slots = object_categories.shape[1] + 1
+    index = (instances + slots * torch.arange(b, device=logits.device)[:, None, None]).flatten()
+    flat = logits.permute(0, 2, 3, 1).reshape(-1, c)
+    sums = flat.new_zeros(b * slots, c).index_add_(0, index, flat)
+    counts = torch.bincount(index, minlength=b * slots).to(flat.dtype)
+    categories = F.pad(object_categories, (1, 0)).flatten()  # slot 0 = background
+    target = torch.where((counts > 0) & (categories > 0), categories, -1)
+    return sums / counts.clamp_min(1)[:, None], target
 
 
 def export_backbone(lightning_ckpt: str | Path, out: str | Path) -> Path:

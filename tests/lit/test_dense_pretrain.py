@@ -9,15 +9,22 @@ from omegaconf import OmegaConf
 
 from region_sam3.data.synthetic import SyntheticConfig, render_scene
 from region_sam3.data.synthetic_stream import collate_scenes, scene_to_tensors
-from region_sam3.lit.dense_pretrain import VISION_PREFIX, DensePretrainModule, export_backbone
+from region_sam3.lit.dense_pretrain import (
+    VISION_PREFIX,
+    DensePretrainModule,
+    export_backbone,
+    object_logits,
+)
 
 SYNTHETIC = {"image_size": 224, "shapes": ["circle", "cross"], "colours": ["red", "blue"]}
 
 
-def _module(name: str = "tiny_p7", freeze: list[str] | None = None) -> DensePretrainModule:
+def _module(name: str = "tiny_p7", freeze: list[str] | None = None,
+            object_loss_weight: float = 1.0) -> DensePretrainModule:
     torch.manual_seed(0)
     sam3 = compose_sam3(name, [f"freeze={freeze or []}"])
-    return DensePretrainModule(sam3=OmegaConf.to_container(sam3), synthetic=SYNTHETIC)
+    return DensePretrainModule(sam3=OmegaConf.to_container(sam3), synthetic=SYNTHETIC,
+                               object_loss_weight=object_loss_weight)
 
 
 def test_a_frozen_backbone_fails_loudly():
@@ -41,7 +48,7 @@ def test_overfits_one_batch_and_the_probe_follows():
     opt = torch.optim.AdamW(module.parameters(), lr=3e-3)
     first = None
     for _ in range(60):
-        loss = module._loss(module.level_logits(batch["image"]), batch["labels"])
+        loss = module._loss(module.level_logits(batch["image"]), batch)
         first = float(loss) if first is None else first
         opt.zero_grad()
         loss.backward()
@@ -95,3 +102,26 @@ def test_stage1_experiment_fast_dev_run(tmp_path):
     assert objects["trainer"].global_step == 1
     assert metrics["val/num_objects"] > 0 and 0.0 <= metrics["val/shape_acc"] <= 1.0
     assert "val/coarse/large/shape_acc" in metrics
+
+
+def test_object_logits_average_each_visible_object():
+    logits = torch.randn(2, 3, 4, 4)
+    instances = torch.zeros(2, 4, 4, dtype=torch.long)
+    instances[0, :2, :2] = 1  # image 0, object 0
+    instances[0, 3, 3] = 2    # image 0, object 1
+    # image 1: object 0 vanished at this grid (no pixel), object 1 is padding
+    categories = torch.tensor([[5, 7], [3, 0]])
+    pooled, target = object_logits(logits, instances, categories)
+    assert target.tolist() == [-1, 5, 7, -1, -1, -1]
+    assert torch.allclose(pooled[1], logits[0, :, :2, :2].mean((1, 2)), atol=1e-6)
+    assert torch.allclose(pooled[2], logits[0, :, 3, 3])
+
+
+def test_object_term_adds_to_the_pixel_loss():
+    cfg = SyntheticConfig(**SYNTHETIC)
+    batch = collate_scenes([scene_to_tensors(render_scene(cfg, "val", i), 64) for i in range(2)])
+    with_term, without = _module("tiny", object_loss_weight=1.0), _module("tiny",
+                                                                        object_loss_weight=0.0)
+    images = batch["image"]
+    assert float(with_term._loss(with_term.level_logits(images), batch)) > float(
+        without._loss(without.level_logits(images), batch))
