@@ -27,8 +27,20 @@ KEYS = (("val/large/shape_acc", "shape, >= 400 px"), ("val/shape_acc", "shape, a
 HEADLINE = KEYS[0][0]
 
 
-def read_curve(run_dir: Path) -> list[dict[str, float]]:
-    """Validation rows of a run: [{"step": s, key: value, ...}] in step order."""
+def read_curve(run_dirs: str | Path) -> list[dict[str, float]]:
+    """Validation rows of a run: [{"step": s, key: value, ...}] in step order.
+
+    ``run_dirs`` may join several folders with commas: a run and its resumptions (each resume
+    opens a new folder); rows of a later folder replace those of the same step.
+    """
+    by_step: dict[float, dict[str, float]] = {}
+    for run_dir in str(run_dirs).split(","):
+        for row in _read_one(Path(run_dir).expanduser()):
+            by_step[row["step"]] = row
+    return [by_step[s] for s in sorted(by_step)]
+
+
+def _read_one(run_dir: Path) -> list[dict[str, float]]:
     path = run_dir / "csv" / "metrics.csv"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file (a stage-1 run with logger=csv)")
@@ -90,13 +102,14 @@ def plot(curves: dict[str, list[dict[str, float]]], batch: int, target: float, o
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--run", nargs=2, action="append", required=True, metavar=("LABEL", "RUN_DIR"))
+    p.add_argument("--run", nargs=2, action="append", required=True, metavar=("LABEL", "RUN_DIRS"),
+                   help="RUN_DIRS: a stage-1 run folder, or several joined by commas (resumes)")
     p.add_argument("--batch", type=int, default=8, help="images per step (x axis in scenes)")
     p.add_argument("--target", type=float, default=0.9)
     p.add_argument("--out", type=Path, default=Path("results/shape_curves"),
                    help="writes OUT.png and OUT.md")
     args = p.parse_args(argv)
-    curves = {label: read_curve(Path(run).expanduser()) for label, run in args.run}
+    curves = {label: read_curve(run) for label, run in args.run}
     table = markdown_table(summary_rows(curves, args.target), args.target)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".md").write_text(table + "\n")

@@ -45,3 +45,11 @@ def test_run_without_probe_rows_is_an_error(tmp_path):
     (run / "csv" / "metrics.csv").write_text(HEADER + "0,10,2.0,,,,\n")
     with pytest.raises(ValueError, match="no validation rows"):
         plot_shape_curves.read_curve(run)
+
+
+def test_resumed_runs_join_by_step(tmp_path):
+    first = _run(tmp_path, "first", [(249, 0.2), (499, 0.3)])
+    resumed = _run(tmp_path, "resumed", [(749, 0.5)])
+    rows = plot_shape_curves.read_curve(f"{first},{resumed}")
+    assert [r["step"] for r in rows] == [249, 499, 749]
+    assert rows[-1]["val/large/shape_acc"] == 0.5
