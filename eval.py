@@ -1,15 +1,20 @@
-"""Evaluate a checkpoint: `python eval.py ckpt_path=<run>/checkpoints/last.ckpt [data.test_split=crowded]`."""
+"""Evaluate a checkpoint: `python eval.py ckpt_path=<run>/checkpoints/last.ckpt [data.test_split=crowded]`.
+
+Without an existing `ckpt_path` it exits with status 2 and a one-line message before Hydra
+creates a run folder (the `hydra.callbacks` of `conf/eval.yaml`).
+"""
 
 from __future__ import annotations
 
 import hydra
 from omegaconf import DictConfig
 
-from region_sam3.tasks import eval_task
-
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
 def main(cfg: DictConfig) -> None:
+    # Imported here: torch and Lightning load only once the arguments passed the checks.
+    from region_sam3.tasks import eval_task
+
     eval_task(cfg)
 
 

@@ -62,14 +62,19 @@ def check_missing_values(cfg: DictConfig) -> None:
     Covers `???` values and `${required:...}` interpolations (whose message says how to
     provide the value, e.g. the SAM3 checkpoint).
     """
-    missing = sorted(OmegaConf.missing_keys(cfg))
-    if missing:
-        raise MissingConfigValueError(f"Missing required config values: {missing}")
     try:
+        # missing_keys reads (resolves) every value too: a `${required:...}` fires in either.
+        missing = sorted(OmegaConf.missing_keys(cfg))
+        if missing:
+            raise MissingConfigValueError(f"Missing required config values: {missing}")
         OmegaConf.resolve(cfg)
     except InterpolationResolutionError as exc:
-        cause = exc.__cause__
-        if isinstance(cause, MissingConfigValueError):
+        # OmegaConf re-raises wrappers inside `except` blocks: the resolver's error is down the
+        # chain of contexts.
+        cause: BaseException | None = exc
+        while cause is not None and not isinstance(cause, MissingConfigValueError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is not None:
             raise cause from None
         raise
 

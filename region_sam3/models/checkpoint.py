@@ -25,7 +25,7 @@ DETECTOR_PREFIX = "detector."
 _HOW_TO_GET = (
     f"SAM3 weights are gated: accept the licence of the '{SAM3_HUB_REPO}' model on the Hugging Face hub, "
     f"download '{SAM3_HUB_FILE}', and pass model.sam3.checkpoint=/path/to/{SAM3_HUB_FILE} "
-    "(or set model.sam3.from_hub=true after `huggingface-cli login` on a machine with access)."
+    "(or set model.sam3.from_hub=true after `hf auth login` on a machine with access)."
 )
 
 

@@ -42,6 +42,20 @@ def test_real_experiments_fail_fast_without_weights(experiment, tmp_path):
         check_missing_values(cfg)
 
 
+@pytest.mark.parametrize("experiment", ["region_head_full", "distill_clip"])
+def test_real_experiments_take_the_checkpoint_from_the_hub(experiment, tmp_path):
+    # from_hub=true satisfies the required checkpoint (sam3_factory downloads it); the checkpoint
+    # resolves to None so the factory does not see both.
+    cfg = compose_task("train", tmp_path, tmp_path, [f"experiment={experiment}",
+                                                     "model.sam3.from_hub=true"])
+    check_missing_values(cfg)
+    assert cfg.model.sam3.checkpoint is None and cfg.model.sam3.from_hub is True
+    cfg = compose_task("train", tmp_path, tmp_path, [f"experiment={experiment}",
+                                                     "model.sam3.checkpoint=/w/sam3.pt"])
+    check_missing_values(cfg)
+    assert cfg.model.sam3.checkpoint == "/w/sam3.pt" and cfg.model.sam3.from_hub is False
+
+
 @pytest.mark.parametrize("experiment", [None, "pretrain_tiny", "region_head"])
 def test_train_configs_instantiate(experiment, tmp_path, synthetic_data_dir):
     overrides = ["model/sam3=tiny", "model.sam3.checkpoint=null", "model.sam3.strict=false"]
