@@ -107,7 +107,7 @@ QUICKSTART = [
              "train.py checkpoint\")"),
     ("md", "## Command line\n\n"
            "```bash\n"
-           "region-sam3-predict image.jpg \"a dog\" --out masks.png --model full "
+           "region-sam3-predict image.jpg \"a dog\" --out-dir preds/ --model full "
            "--checkpoint /path/to/sam3.pt\n"
            "region-sam3-predict image.jpg \"red circle\" --out-dir preds/ --threshold 0.2    "
            "# tiny base\n"
