@@ -25,15 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image
 
-from region_sam3.data.image_io import decode_rgb, pil_to_uint8_hwc, to_uint8
+from region_sam3.data.image_io import ImageLike, to_uint8_chw
 
 log = logging.getLogger(__name__)
 
-ImageLike = Image.Image | np.ndarray | torch.Tensor
 MODEL_NAMES = ("tiny_base", "tiny", "full")
 
 
@@ -109,39 +106,6 @@ def model_resolution(model: torch.nn.Module) -> int:
         if getattr(block, "window_size", 0) == 0 and block.attn.input_size is not None:
             return int(block.attn.input_size[0]) * patch
     raise ValueError("cannot infer the input resolution: pass Sam3Predictor(model, resolution=)")
-
-
-def to_uint8_chw(image: ImageLike | str | os.PathLike) -> torch.Tensor:
-    """Any supported image -> `[3,H,W]` uint8 tensor on the CPU.
-
-    Accepts a file path (decoded by `data.image_io.decode_rgb`, the training reader's decoder),
-    a PIL image (any mode; 16-bit modes scaled, not clipped), an `[H,W,3]` uint8/uint16 array,
-    or a `[3,H,W]` tensor (uint8, uint16, or float in [0, 1]). Converting every input to one
-    form first makes path, PIL, numpy and tensor inputs give bit-identical predictions (and
-    sidesteps `Sam3Processor.set_image` reading an `[H,W,3]` array's size as `(W, 3)`).
-    """
-    if isinstance(image, str | os.PathLike):
-        return decode_rgb(image)
-    if isinstance(image, Image.Image):
-        image = pil_to_uint8_hwc(image)
-    if isinstance(image, np.ndarray):
-        if image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(f"numpy images must be [H,W,3], got shape {image.shape}")
-        if image.dtype not in (np.uint8, np.uint16):
-            raise ValueError(f"numpy images must be uint8 (or uint16), got {image.dtype}")
-        # Copy: PIL-backed arrays are read-only, which torch.from_numpy warns about.
-        image = torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1).contiguous()
-    if isinstance(image, torch.Tensor):
-        if image.ndim != 3 or image.shape[0] != 3:
-            raise ValueError(f"tensor images must be [3,H,W], got shape {tuple(image.shape)}")
-        image = image.detach().cpu()
-        if image.dtype in (torch.uint8, torch.uint16):
-            return to_uint8(image).contiguous()
-        if image.is_floating_point():
-            return (image.clamp(0, 1) * 255).round().to(torch.uint8)
-        raise ValueError(f"tensor images must be uint8 or float in [0, 1], got {image.dtype}")
-    raise TypeError(f"unsupported image type {type(image).__name__}: use a path, PIL, numpy "
-                    "or torch")
 
 
 def _default_device(device: str | torch.device | None) -> torch.device:
@@ -339,6 +303,10 @@ class Sam3Predictor:
             raise TypeError("prompts must be a sequence of strings, e.g. ['a dog']")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if getattr(self.model, "inst_interactive_predictor", None) is not None:
+            # set_image also adapts SAM2-style features for point prompts; not done here.
+            raise NotImplementedError("predict_batch: models with an interactive (SAM2-style) "
+                                      "predictor are not supported; use predict_prompts")
         proc = self.processor
         proc.confidence_threshold = float(score_threshold)
         proc.return_iterations = bool(return_iterations)
