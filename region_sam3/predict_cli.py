@@ -129,18 +129,19 @@ def _run(predictor, paths: list[Path], prompts: list[str], names: list[str] | No
             task = bar.add_task("predicting", total=len(paths))
             for image_id, (path, preds) in enumerate(zip(paths, stream), 1):
                 file_name = str(path)
-                merged, labels = _merge(preds, predictor, names)
-                for category_id, pred in enumerate(preds, 1):
+                region_labels = [predictor.classify_regions(p, names) if names else None
+                                 for p in preds]
+                for category_id, (pred, labels) in enumerate(zip(preds, region_labels), 1):
                     per_prompt[pred.prompt] += len(pred)
-                    writer.write(coco_results(
-                        pred, image_id=image_id, category_id=category_id, file_name=file_name,
-                        labels=predictor.classify_regions(pred, names) if names else None))
+                    writer.write(coco_results(pred, image_id=image_id, category_id=category_id,
+                                              file_name=file_name, labels=labels))
                 if not args.no_overlays:
                     from region_sam3.predict import to_uint8_chw
 
+                    merged, texts = _merge(preds, region_labels)
                     rgb = to_uint8_chw(path).permute(1, 2, 0).numpy()
                     out = out_dir / f"{path.stem}_pred.png"
-                    overlay_predictions(rgb, merged, labels=labels).save(out, format="PNG")
+                    overlay_predictions(rgb, merged, labels=texts).save(out, format="PNG")
                 bar.advance(task)
     except UnreadableImageError as err:
         raise SystemExit(f"error: {err}") from err
@@ -154,19 +155,19 @@ def _run(predictor, paths: list[Path], prompts: list[str], names: list[str] | No
           file=sys.stderr)
 
 
-def _merge(preds, predictor, names):
-    """All prompts' detections of one image as one drawable set, with a label each."""
+def _merge(preds, region_labels):
+    """All prompts' detections of one image as one drawable set, with a text each (the
+    prompt, or the zero-shot label)."""
     import torch
 
     from region_sam3.predict import Prediction
 
-    labels: list[str] = []
-    for pred in preds:
-        labels += predictor.classify_regions(pred, names).labels if names else \
-            [pred.prompt] * len(pred)
+    texts: list[str] = []
+    for pred, labels in zip(preds, region_labels):
+        texts += labels.labels if labels is not None else [pred.prompt] * len(pred)
     merged = Prediction(*(torch.cat([getattr(p, f) for p in preds])
                           for f in ("masks", "mask_probs", "boxes", "scores")))
-    return merged, labels
+    return merged, texts
 
 
 if __name__ == "__main__":
