@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from region_sam3.data.image_io import pil_to_uint8_hwc
+
 
 class Detections(Protocol):
     """What is drawn (e.g. a `region_sam3.predict.Prediction`; typed structurally so drawing
@@ -45,7 +47,7 @@ def overlay_predictions(
     Returns:
         A new RGB image of the same size as `image`.
     """
-    rgb = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image)
+    rgb = pil_to_uint8_hwc(image) if isinstance(image, Image.Image) else np.asarray(image)
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"expected an [H,W,3] image, got shape {rgb.shape}")
     masks = _numpy(prediction.masks).astype(bool)
