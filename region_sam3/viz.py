@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-if TYPE_CHECKING:
-    from region_sam3.predict import Prediction
+from region_sam3.data.image_io import pil_to_uint8_hwc
+
+
+class Detections(Protocol):
+    """What is drawn (e.g. a `region_sam3.predict.Prediction`; typed structurally so drawing
+    does not depend on the predictor): masks `[N,H,W]`, boxes `[N,4]` xyxy px, scores `[N]`."""
+
+    masks: torch.Tensor | np.ndarray
+    boxes: torch.Tensor | np.ndarray
+    scores: torch.Tensor | np.ndarray
 
 # Distinct, saturated colours (tab10-like); cycled when there are more detections.
 PALETTE: tuple[tuple[int, int, int], ...] = (
@@ -21,7 +29,7 @@ PALETTE: tuple[tuple[int, int, int], ...] = (
 
 def overlay_predictions(
     image: Image.Image | np.ndarray,
-    prediction: Prediction,
+    prediction: Detections,
     *,
     labels: Sequence[str] | str | None = None,
     alpha: float = 0.5,
@@ -39,7 +47,7 @@ def overlay_predictions(
     Returns:
         A new RGB image of the same size as `image`.
     """
-    rgb = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image)
+    rgb = pil_to_uint8_hwc(image) if isinstance(image, Image.Image) else np.asarray(image)
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"expected an [H,W,3] image, got shape {rgb.shape}")
     masks = _numpy(prediction.masks).astype(bool)

@@ -107,11 +107,11 @@ QUICKSTART = [
              "train.py checkpoint\")"),
     ("md", "## Command line\n\n"
            "```bash\n"
-           "region-sam3-predict image.jpg \"a dog\" --out masks.png --model full "
+           "region-sam3-predict image.jpg \"a dog\" --out-dir preds/ --model full "
            "--checkpoint /path/to/sam3.pt\n"
-           "python -m region_sam3.predict image.jpg \"red circle\" --out masks.png            "
+           "region-sam3-predict image.jpg \"red circle\" --out-dir preds/ --threshold 0.2    "
            "# tiny base\n"
-           "python -m region_sam3.predict image.jpg \"red circle\" --lightning-checkpoint "
+           "region-sam3-predict image.jpg \"red circle\" --lightning-checkpoint "
            "runs/x/checkpoints/last.ckpt\n"
            "```"),
 ]

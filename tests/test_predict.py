@@ -1,4 +1,4 @@
-"""`region_sam3.predict`: predictor API, CLI, overlay, notebook validity (tiny random model)."""
+"""`region_sam3.predict`: predictor API, overlay, notebook validity (tiny random model)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from helpers import REPO_ROOT, build_tiny_sam3
 from PIL import Image
 
-from region_sam3.predict import Prediction, Sam3Predictor, main, model_resolution, to_uint8_chw
+from region_sam3.predict import Prediction, Sam3Predictor, model_resolution, to_uint8_chw
 from region_sam3.viz import overlay_predictions
 
 H, W = 150, 260  # non-square, neither side a multiple of the 224 model resolution
@@ -114,37 +114,12 @@ def test_overlay(image, prediction):
         overlay_predictions(image[:, :100], prediction)
 
 
-def test_cli_writes_overlay(tmp_path, image, capsys):
-    src = tmp_path / "scene.jpg"
-    Image.fromarray(image).save(src, quality=95)
-    out = tmp_path / "sub" / "masks.png"
-    main([str(src), PROMPT, "--out", str(out), "--model", "tiny", "--threshold", "0",
-          "--device", "cpu"])
-    with Image.open(out) as written:
-        assert written.format == "PNG" and written.size == (W, H)
-    lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 24 and all(PROMPT in line and "score=" in line for line in lines)
-
-
-def test_cli_missing_image(tmp_path):
-    missing = tmp_path / "nope.png"
-    with pytest.raises(SystemExit) as err:
-        main([str(missing), PROMPT, "--model", "tiny", "--device", "cpu"])
-    assert str(missing) in str(err.value)
-
-
 def test_missing_weights_fail_clearly(tmp_path, image):
     from region_sam3.models.checkpoint import CheckpointError
 
     missing = tmp_path / "sam3.pt"
     with pytest.raises(CheckpointError, match="sam3.pt"):
         Sam3Predictor.from_config("tiny", checkpoint=missing, device="cpu")
-    src = tmp_path / "scene.png"
-    Image.fromarray(image).save(src)
-    with pytest.raises(SystemExit, match="sam3.pt"):
-        main([str(src), PROMPT, "--model", "tiny", "--checkpoint", str(missing)])
-    with pytest.raises(SystemExit, match="missing.ckpt"):
-        main([str(src), PROMPT, "--lightning-checkpoint", str(tmp_path / "missing.ckpt")])
 
 
 def test_unknown_model_config():
@@ -184,3 +159,47 @@ def test_notebook_is_valid_json():
     code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
     assert "Sam3Predictor.from_config" in code and "render_scene" in code
     compile(code, "quickstart.ipynb", "exec")  # every code cell is valid Python
+
+
+def test_predict_batch_equals_predict_prompts(predictor, image, tmp_path):
+    """Batched image encoder, mixed sizes, paths and arrays: same detections as one by one."""
+    other = np.ascontiguousarray(image[:120, :200][::-1])
+    path = tmp_path / "other.png"
+    Image.fromarray(other).save(path)
+    prompts = [PROMPT, "blue square"]
+    # batch_size 2 over 3 images: one full batch and one partial batch.
+    batched = predictor.predict_batch([image, path, image], prompts, batch_size=2,
+                                      score_threshold=0.2)
+    assert [len(per_image) for per_image in batched] == [2, 2, 2]
+    for got, img in zip(batched, [image, other, image]):
+        want = predictor.predict_prompts(img, prompts, score_threshold=0.2)
+        for g, w in zip(got, want):
+            assert g.prompt == w.prompt and g.image_size == w.image_size == img.shape[:2]
+            assert len(g) == len(w)
+            torch.testing.assert_close(g.scores, w.scores, atol=1e-5, rtol=0)
+            torch.testing.assert_close(g.mask_probs, w.mask_probs, atol=1e-4, rtol=0)
+    assert sum(len(p) for per_image in batched for p in per_image) > 0
+    with pytest.raises(ValueError, match="batch_size"):
+        predictor.predict_batch([image], prompts, batch_size=0)
+
+
+def test_sixteen_bit_png_is_scaled_like_the_training_reader(predictor, tmp_path):
+    """PIL's convert("RGB") turns a 16-bit PNG white; the predictor decodes it like training."""
+    from region_sam3.data.coco import read_image
+    from region_sam3.data.coco_index import ImageRecord
+
+    rng = np.random.default_rng(3)
+    grey16 = rng.integers(0, 65536, (H, W), dtype=np.uint16)
+    path = tmp_path / "deep.png"
+    Image.fromarray(grey16).save(path)
+    with Image.open(path) as im:
+        assert im.mode == "I;16"
+        from_pil = to_uint8_chw(im)
+    expected = torch.from_numpy((grey16 >> 8).astype(np.uint8))[None].expand(3, H, W)
+    assert torch.equal(from_pil, expected)  # today: all 255
+    assert torch.equal(to_uint8_chw(path), expected)
+    record = ImageRecord(image_id=1, file_name=path.name, path=path, height=H, width=W)
+    assert torch.equal(read_image(record), expected)  # training: uint16 before, now uint8
+    eight_bit = predictor.predict(expected.permute(1, 2, 0).numpy(), PROMPT, 0.0)
+    sixteen_bit = predictor.predict(Image.open(path), PROMPT, 0.0)
+    assert torch.equal(sixteen_bit.scores, eight_bit.scores)

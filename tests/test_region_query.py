@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from helpers import REPO_ROOT, compose_task
 from PIL import Image
 
-from region_sam3.predict import Sam3Predictor, main, to_uint8_chw
+from region_sam3.predict import Sam3Predictor, to_uint8_chw
+from region_sam3.predict_cli import main
 from region_sam3.region_query import (
     agreement_with_chance,
     classify,

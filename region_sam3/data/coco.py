@@ -20,7 +20,6 @@ import numpy as np
 import pycocotools.mask as mask_utils
 import torch
 from torch.utils.data import Dataset
-from torchvision.io import ImageReadMode, decode_image
 
 from region_sam3.data.batch import FindQuerySample
 from region_sam3.data.coco_index import (
@@ -29,22 +28,16 @@ from region_sam3.data.coco_index import (
     load_coco_index,
     segmentation_to_rle,
 )
+from region_sam3.data.image_io import UnreadableImageError, decode_rgb
 from region_sam3.data.issues import DataIssueError, IssueCounter
 from region_sam3.data.transforms import FindQueryTransform, TransformOutput
 
 log = logging.getLogger(__name__)
 
 
-class UnreadableImageError(Exception):
-    """An image file that exists but cannot be decoded (or disagrees with its json record)."""
-
-
 def read_image(record: ImageRecord) -> torch.Tensor:
     """Decode `record.path` -> [3,H,W] uint8 RGB; raises UnreadableImageError naming the file."""
-    try:
-        image = decode_image(str(record.path), mode=ImageReadMode.RGB)
-    except (RuntimeError, OSError, ValueError) as err:
-        raise UnreadableImageError(f"{record.path}: cannot decode image ({err})") from None
+    image = decode_rgb(record.path)  # 16-bit files scaled to 8 bits, as the predictor does
     if tuple(image.shape[-2:]) != (record.height, record.width):
         raise UnreadableImageError(
             f"{record.path}: decoded size {tuple(image.shape[-2:])} != json height/width "

@@ -50,7 +50,7 @@ def split_samples(image_dir: str | Path, ann_file: str | Path, num_images: int =
             counts[ann["category_id"]] = counts.get(ann["category_id"], 0) + 1
         category = min(counts, key=lambda c: (-counts[c], c))
         path = Path(image_dir) / info["file_name"]
-        image = to_uint8_chw(Image.open(path).convert("RGB"))
+        image = to_uint8_chw(path)  # the training reader's decoder (16-bit files scaled)
         gt = None
         if with_masks:
             from pycocotools import mask as mask_utils
