@@ -25,7 +25,9 @@ from region_sam3.eval import DetectionPool, EvaluatorList, PostProcessor
 from region_sam3.eval.config import check_evaluation_config
 from region_sam3.lit.evaluation import EvaluationMixin, final_output
 from region_sam3.lit.nonfinite import (
+    GradientGuard,
     NonFiniteCheck,
+    NonFiniteGradientError,
     NonFiniteLossError,
     SkipCounter,
     check_losses,
@@ -66,7 +68,8 @@ class RegionSam3Module(EvaluationMixin, L.LightningModule):
             training views are augmentation-free: the key is image and annotation ids; `fit`
             refuses an augmenting datamodule).
         on_nonfinite_loss: `stop` raises with the step and the term; `skip` drops the step
-            (no optimizer update). Decided collectively under DDP (`lit/nonfinite.py`).
+            (no optimizer update). Decided collectively under DDP (`lit/nonfinite.py`). The
+            same policy covers a finite loss with non-finite gradients (`GradientGuard`).
         max_consecutive_nonfinite_skips: with `skip`, raise (on every rank, at the same step)
             once more than this many batches in a row were non-finite; None = no cap. The skip
             counts are saved in checkpoints (`NONFINITE_KEY`), so a resumed run continues them.
@@ -167,6 +170,8 @@ class RegionSam3Module(EvaluationMixin, L.LightningModule):
         self._category_ids: list[int] = []
         self._skip_optimizer_step = False
         self._nonfinite = SkipCounter(cap=max_consecutive_nonfinite_skips)
+        self._grad_guard = GradientGuard()  # non-finite gradients after a finite loss
+        self._param_names: dict[int, str] | None = None
 
     # ------------------------------------------------------------------ setup helpers
     def _build_region_head(self, region_head: Mapping[str, Any] | None):
@@ -355,16 +360,48 @@ class RegionSam3Module(EvaluationMixin, L.LightningModule):
         return zero_loss_for_skipped_step(self)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # Lightning calls this after backward and before gradient clipping.
         if self._skip_optimizer_step:
             drop_gradients(optimizer)
             self._skip_optimizer_step = False
+            return
+        if getattr(self.trainer.precision_plugin, "scaler", None) is not None:
+            outcome = False  # 16-mixed: GradScaler owns Inf gradients (loss-scale overflow)
+        else:
+            if self._param_names is None:
+                self._param_names = {id(p): n for n, p in self.named_parameters()}
+            outcome = self._grad_guard.check(optimizer, self.global_step, self._param_names)
+        if outcome is not None:  # None: skipped on the device, read with the next loss check
+            self._gradient_outcome(outcome)
+
+    def _gradient_outcome(self, bad: bool, log_count: bool = True) -> None:
+        """The last optimizer step's gradient verdict, the same on every rank (all-reduced)."""
+        if not bad:
+            self._nonfinite.finite()  # the step is finite only once its gradients are
+            return
+        message = f"{self._grad_guard.describe()}; rank {self.global_rank}"
+        if self.hparams.on_nonfinite_loss == "stop":
+            raise NonFiniteGradientError(message)
+        self._nonfinite.skip(message)  # raises past max_consecutive_nonfinite_skips
+        if self.global_rank == 0:
+            log.warning("%s (model.on_nonfinite_loss=skip)", message)
+        if log_count:
+            self.log("train/nonfinite_skips", float(self._nonfinite.total), on_step=True,
+                     on_epoch=False, reduce_fx="max")
+
+    def on_train_end(self) -> None:
+        outcome = self._grad_guard.settle_pending()  # the last step's flag (one read, once)
+        if outcome is not None:
+            self._gradient_outcome(outcome, log_count=False)
 
     def training_step(self, batch: FindQueryBatch, batch_idx: int) -> torch.Tensor:
         losses = self._losses(batch)
-        check = check_losses(losses)
+        # The last optimizer step's gradient flag comes back on the same (one) read-back.
+        check = check_losses(losses, pending_gradient=self._grad_guard.take_pending())
+        if check.gradient_bad is not None:
+            self._gradient_outcome(check.gradient_bad)
         if check.bad:
             return self._nonfinite_step(check, batch_idx)
-        self._nonfinite.finite()
         bs = batch.num_queries
         self.log("train/loss", losses["total"], on_step=True, on_epoch=True, prog_bar=True,
                  batch_size=bs)
