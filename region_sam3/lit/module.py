@@ -65,8 +65,8 @@ class RegionSam3Module(EvaluationMixin, L.LightningModule):
         teacher / distill: TextRegion teacher and `DistillationLoss` configs (both or neither).
         teacher_masks: `gt` (default) or `student` (detached matched predictions).
         teacher_cache_dir: cache teacher embeddings of GT masks on disk (only valid when the
-            training views are augmentation-free: the key is image and annotation ids; `fit`
-            refuses an augmenting datamodule).
+            training views are augmentation-free: the key is the teacher, the training data's
+            `dataset_identity`, image and annotation ids; `fit` refuses an augmenting datamodule).
         on_nonfinite_loss: `stop` raises with the step and the term; `skip` drops the step
             (no optimizer update). Decided collectively under DDP (`lit/nonfinite.py`). The
             same policy covers a finite loss with non-finite gradients (`GradientGuard`).
@@ -148,11 +148,7 @@ class RegionSam3Module(EvaluationMixin, L.LightningModule):
                 raise ValueError("model.recompute_activations=false needs a model built by "
                                  "region_sam3.models.sam3_arch (Sam3ImageModel)")
             self.net.recompute_activations = False
-        self.teacher_cache = None
-        if self.teacher is not None and teacher_cache_dir:
-            from region_sam3.teachers.cache import TeacherEmbeddingCache
-
-            self.teacher_cache = TeacherEmbeddingCache(teacher_cache_dir, self.teacher.config_hash())
+        self.teacher_cache = None  # built in `setup("fit")`: its key needs the training data
         self.evaluation = check_evaluation_config(_plain(evaluation) or {})
         self.postprocessor = PostProcessor(
             max_dets_per_image=int(self.evaluation.get(
@@ -205,11 +201,19 @@ class RegionSam3Module(EvaluationMixin, L.LightningModule):
         return dict(getattr(datamodule, "category_names", {}) or {})
 
     def setup(self, stage: str) -> None:
-        if stage == "fit" and self.teacher_cache is not None and self.hparams.teacher_masks == "gt":
-            from region_sam3.teachers.cache import refuse_augmented_views
+        if stage == "fit" and self.teacher is not None and self.hparams.teacher_cache_dir:
+            from region_sam3.teachers.cache import (
+                TeacherEmbeddingCache,
+                refuse_augmented_views,
+                training_dataset_key,
+            )
 
+            cache_dir = self.hparams.teacher_cache_dir
             datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
-            refuse_augmented_views(datamodule, self.hparams.teacher_cache_dir)
+            if self.hparams.teacher_masks == "gt":
+                refuse_augmented_views(datamodule, cache_dir)
+            self.teacher_cache = TeacherEmbeddingCache(  # keyed by teacher *and* training data
+                cache_dir, self.teacher.config_hash(), dataset_key=training_dataset_key(datamodule))
         if self.teacher is not None:
             names = self._category_names()
             if names:
