@@ -95,6 +95,7 @@ class RegionSam3Module(EvaluationMixin, L.LightningModule):
             masks, which halves the head's cost and drops 2x-weighted losses on outputs that
             are discarded at inference. With a trainable decoder SAM3's own DAC recipe is kept
             (o2m masks train the decoder) whatever this says.
+        compile: `torch.compile` the base and the region head (`build_sam3(compile=True)`).
     """
 
     def __init__(
@@ -116,6 +117,7 @@ class RegionSam3Module(EvaluationMixin, L.LightningModule):
         recompute_activations: bool = True,
         frozen_eval_mode: bool = True,
         frozen_decoder_o2m_masks: bool = False,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
@@ -134,7 +136,8 @@ class RegionSam3Module(EvaluationMixin, L.LightningModule):
         adapter = None
         if baseline and baseline.get("_target_"):  # `name` labels the sweep axis only
             adapter = instantiate({k: v for k, v in _plain(baseline).items() if k != "name"})
-        self.net = instantiate(sam3, region_head=head, baseline=adapter)
+        self.net = instantiate(sam3, region_head=head, baseline=adapter,
+                               **({"compile": True} if compile else {}))
         self.frozen_eval_mode = bool(frozen_eval_mode)
         if not frozen_decoder_o2m_masks and not has_trainable(self.net.transformer.decoder):
             # Sam3Image then feeds only hs[:, :, :num_o2o] to the segmentation head and emits no
