@@ -27,11 +27,11 @@ from region_sam3.lit.evaluation import EvaluationMixin, final_output
 from region_sam3.lit.nonfinite import (
     GradientGuard,
     NonFiniteCheck,
-    NonFiniteGradientError,
     NonFiniteLossError,
     SkipCounter,
     check_losses,
     drop_gradients,
+    gradient_verdict,
     zero_loss_for_skipped_step,
 )
 from region_sam3.lit.optim import build_optimizer, lr_lambda
@@ -372,27 +372,17 @@ class RegionSam3Module(EvaluationMixin, L.LightningModule):
             drop_gradients(optimizer)
             self._skip_optimizer_step = False
             return
-        if getattr(self.trainer.precision_plugin, "scaler", None) is not None:
-            outcome = False  # 16-mixed: GradScaler owns Inf gradients (loss-scale overflow)
-        else:
-            if self._param_names is None:
-                self._param_names = {id(p): n for n, p in self.named_parameters()}
-            outcome = self._grad_guard.check(optimizer, self.global_step, self._param_names)
+        if self._param_names is None:
+            self._param_names = {id(p): n for n, p in self.named_parameters()}
+        outcome = self._grad_guard.check(optimizer, self.global_step, self._param_names,
+                                         getattr(self._trainer, "precision_plugin", None))
         if outcome is not None:  # None: skipped on the device, read with the next loss check
             self._gradient_outcome(outcome)
 
     def _gradient_outcome(self, bad: bool, log_count: bool = True) -> None:
         """The last optimizer step's gradient verdict, the same on every rank (all-reduced)."""
-        if not bad:
-            self._nonfinite.finite()  # the step is finite only once its gradients are
-            return
-        message = f"{self._grad_guard.describe()}; rank {self.global_rank}"
-        if self.hparams.on_nonfinite_loss == "stop":
-            raise NonFiniteGradientError(message)
-        self._nonfinite.skip(message)  # raises past max_consecutive_nonfinite_skips
-        if self.global_rank == 0:
-            log.warning("%s (model.on_nonfinite_loss=skip)", message)
-        if log_count:
+        if gradient_verdict(bad, self._grad_guard, self._nonfinite,
+                            self.hparams.on_nonfinite_loss, self.global_rank) and log_count:
             self.log("train/nonfinite_skips", float(self._nonfinite.total), on_step=True,
                      on_epoch=False, reduce_fx="max")
 

@@ -21,6 +21,7 @@ Every rank sees the same flags and takes the same branch:
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
+
+log = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -232,12 +235,16 @@ class GradientGuard:
     pending_names: tuple[str, ...] = ()
 
     def check(self, optimizer: torch.optim.Optimizer, step: int,
-              names: Mapping[int, str] | None = None) -> bool | None:
+              names: Mapping[int, str] | None = None, precision: Any = None) -> bool | None:
         """Flag this optimizer step's gradients; True/False if known now, None if pending.
 
         Args:
             names: `id(param) -> name`, to name the non-finite gradients on failure.
+            precision: Lightning's precision plugin; with a `GradScaler` (16-mixed) Inf
+                gradients are the scaler's business (loss-scale overflow): not checked.
         """
+        if getattr(precision, "scaler", None) is not None:
+            return False
         grads, norms = gradient_norms(optimizer)
         if not grads:
             return False
@@ -273,3 +280,23 @@ class GradientGuard:
         more = f" (+{len(bad) - 5} more)" if len(bad) > 5 else ""
         return (f"non-finite gradient at global step {self.pending_step} after a finite loss: "
                 f"{', '.join(bad[:5])}{more}; the optimizer step was skipped (weights unchanged)")
+
+
+def gradient_verdict(bad: bool, guard: GradientGuard, counter: SkipCounter, policy: str,
+                     rank: int) -> bool:
+    """Apply the last optimizer step's gradient verdict (the same on every rank).
+
+    Finite: the skip streak ends (a step is finite only once its gradients are). Non-finite:
+    `stop` raises `NonFiniteGradientError`; `skip` counts it (raising past the cap). Returns
+    True when a skip was counted (the caller logs the count).
+    """
+    if not bad:
+        counter.finite()
+        return False
+    message = f"{guard.describe()}; rank {rank}"
+    if policy == "stop":
+        raise NonFiniteGradientError(message)
+    counter.skip(message)
+    if rank == 0:
+        log.warning("%s (model.on_nonfinite_loss=skip)", message)
+    return True
