@@ -17,6 +17,11 @@ Every rank sees the same flags and takes the same branch:
   `SkipCounter` caps consecutive skips (a loss that stays NaN must not skip silently forever):
   its counts are Python ints that change only on the shared outcome, so they are equal on every
   rank and every rank raises at the same step, without any further communication.
+
+Non-finite gradients after a finite loss (`GradientGuard`, from `on_before_optimizer_step`:
+after backward, before clipping) follow the same policy and counter. Their flag is all-reduced
+on the device and skips the fused AdamW step there (`optimizer.found_inf`); it is read with the
+next step's loss flags, in the same gather and the same single host sync.
 """
 
 from __future__ import annotations
@@ -70,8 +75,10 @@ class SkipCounter:
     """Non-finite steps skipped under `model.on_nonfinite_loss=skip`, saved in checkpoints.
 
     Counted per training batch (under gradient accumulation a skipped batch drops the whole
-    accumulated optimizer step). Updated from `NonFiniteCheck.bad` only, which every rank sees
-    alike, so the counts and the cap decision agree across DDP ranks.
+    accumulated optimizer step); a non-finite gradient counts its optimizer step once, and the
+    streak ends only when a step's gradients came back finite. Updated from shared outcomes
+    only (`NonFiniteCheck`, the all-reduced gradient flag), which every rank sees alike, so the
+    counts and the cap decision agree across DDP ranks.
 
     Attributes:
         cap: most consecutive skips allowed (`model.max_consecutive_nonfinite_skips`); one
