@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,55 @@ def _require(record: Any, keys: tuple[str, ...], where: str) -> None:
             raise ValueError(f"{where}: missing key '{key}'")
 
 
+def rle_string_counts(counts: str | bytes) -> list[int] | None:
+    """Run lengths of a compressed COCO RLE string (pycocotools' `rleFrString`, in Python), or
+    None if the string is not one (a character outside '0'..'o', a truncated last run).
+
+    Each run is LEB128-like 5-bit groups offset by 48; from the third run on, the value is a
+    difference to the run two back (pycocotools' delta coding).
+    """
+    data = counts.encode("ascii", "replace") if isinstance(counts, str) else bytes(counts)
+    runs: list[int] = []
+    p = 0
+    while p < len(data):
+        value, shift, more = 0, 0, True
+        while more:
+            if p >= len(data):
+                return None  # the last run is cut off
+            c = data[p] - 48
+            if not 0 <= c < 64:
+                return None
+            value |= (c & 0x1F) << shift
+            more = bool(c & 0x20)
+            p += 1
+            shift += 5
+            if not more and c & 0x10:
+                value |= -1 << shift  # sign extension
+        if len(runs) > 2:
+            value += runs[-2]
+        runs.append(value)
+    return runs
+
+
+def rle_counts_problem(segmentation: dict[str, Any], height: int, width: int) -> str | None:
+    """Why an RLE's `counts` cannot be decoded: not runs, a negative run, or runs that do not
+    cover `height * width` pixels (pycocotools then raises "Invalid RLE mask representation"
+    in a data-loader worker, or decodes a short mask with uninitialised pixels)."""
+    counts = segmentation["counts"]
+    if isinstance(counts, list):
+        runs = counts if all(isinstance(c, int) and not isinstance(c, bool) for c in counts) \
+            else None
+    elif isinstance(counts, (str, bytes)):
+        runs = rle_string_counts(counts)
+    else:
+        runs = None
+    if runs is None:
+        return "invalid_rle_counts"
+    if any(r < 0 for r in runs) or sum(runs) != height * width:
+        return "rle_counts_mismatch"
+    return None
+
+
 def segmentation_problem(segmentation: Any, height: int, width: int) -> str | None:
     """Return the reason a COCO segmentation is unusable, or None if it looks valid."""
     if isinstance(segmentation, dict):
@@ -88,7 +138,7 @@ def segmentation_problem(segmentation: Any, height: int, width: int) -> str | No
             return "invalid_rle"
         if list(segmentation["size"]) != [height, width]:
             return "rle_size_mismatch"
-        return None
+        return rle_counts_problem(segmentation, height, width)
     if not isinstance(segmentation, list) or not segmentation:
         return "invalid_polygon"
     polygons = segmentation if isinstance(segmentation[0], list) else [segmentation]
@@ -140,6 +190,7 @@ def load_coco_index(
         _require(category, REQUIRED_CATEGORY_KEYS, f"{ann_file}: categories[{i}]")
         categories[int(category["id"])] = category_prompt(str(category["name"]))
 
+    _refuse_duplicate_image_ids(ann_file, data["images"])
     images: dict[int, ImageRecord] = {}
     for i, image in enumerate(data["images"]):
         if isinstance(image, dict) and "file_name" not in image and "coco_url" in image:
@@ -186,8 +237,11 @@ def load_coco_index(
         if ann.get("iscrowd", 0):
             record.crowd_category_ids.add(category_id)
             # Kept for evaluation: COCOeval treats them as ignore regions.
-            if segmentation_problem(ann["segmentation"], record.height, record.width) is None:
-                record.crowd_annotations.append(ann)
+            problem = segmentation_problem(ann["segmentation"], record.height, record.width)
+            if problem is not None:
+                issues.report(problem, f"{where}: field 'segmentation' (crowd region)")
+                continue
+            record.crowd_annotations.append(_checked_area(ann, record, issues, where))
             continue
         problem = segmentation_problem(ann["segmentation"], record.height, record.width)
         if problem is None and validate_masks:
@@ -197,8 +251,36 @@ def load_coco_index(
         if problem is not None:
             issues.report(problem, f"{where}: field 'segmentation'")
             continue
-        record.annotations.append(ann)
+        record.annotations.append(_checked_area(ann, record, issues, where))
 
     return CocoIndex(
         ann_file=ann_file, categories=categories, images=list(images.values()), issues=issues
     )
+
+
+def _refuse_duplicate_image_ids(ann_file: Path, images: list[Any]) -> None:
+    """Two image records with one id would silently merge their annotations: a file error."""
+    seen: Counter[int] = Counter(int(image["id"]) for image in images
+                                 if isinstance(image, dict) and "id" in image)
+    duplicates = sorted(i for i, n in seen.items() if n > 1)
+    if duplicates:
+        shown = ", ".join(f"{i} (x{seen[i]})" for i in duplicates[:10])
+        more = f" and {len(duplicates) - 10} more" if len(duplicates) > 10 else ""
+        raise ValueError(f"{ann_file}: duplicate image ids in 'images': {shown}{more}")
+
+
+def _checked_area(ann: dict[str, Any], record: ImageRecord, issues: IssueCounter,
+                  where: str) -> dict[str, Any]:
+    """`ann` with a usable `area`: a negative or non-finite one (COCOeval would drop the object
+    from every area range, so it silently vanishes) is recomputed from the mask and counted as
+    `invalid_area` (raises under `strict`). A missing area stays missing (the mask area is
+    used downstream, as pycocotools does)."""
+    area = ann.get("area")
+    if area is None:
+        return ann
+    if isinstance(area, (int, float)) and not isinstance(area, bool) and math.isfinite(area) \
+            and area >= 0:
+        return ann
+    issues.report("invalid_area", f"{where}: field 'area' = {area!r} (recomputed from the mask)")
+    rle = segmentation_to_rle(ann["segmentation"], record.height, record.width)
+    return {**ann, "area": float(mask_utils.area(rle))}

@@ -25,11 +25,13 @@ from region_sam3.eval import DetectionPool, EvaluatorList, PostProcessor
 from region_sam3.eval.config import check_evaluation_config
 from region_sam3.lit.evaluation import EvaluationMixin, final_output
 from region_sam3.lit.nonfinite import (
+    GradientGuard,
     NonFiniteCheck,
     NonFiniteLossError,
     SkipCounter,
     check_losses,
     drop_gradients,
+    gradient_verdict,
     zero_loss_for_skipped_step,
 )
 from region_sam3.lit.optim import build_optimizer, lr_lambda
@@ -63,10 +65,11 @@ class RegionSam3Module(EvaluationMixin, L.LightningModule):
         teacher / distill: TextRegion teacher and `DistillationLoss` configs (both or neither).
         teacher_masks: `gt` (default) or `student` (detached matched predictions).
         teacher_cache_dir: cache teacher embeddings of GT masks on disk (only valid when the
-            training views are augmentation-free: the key is image and annotation ids; `fit`
-            refuses an augmenting datamodule).
+            training views are augmentation-free: the key is the teacher, the training data's
+            `dataset_identity`, image and annotation ids; `fit` refuses an augmenting datamodule).
         on_nonfinite_loss: `stop` raises with the step and the term; `skip` drops the step
-            (no optimizer update). Decided collectively under DDP (`lit/nonfinite.py`).
+            (no optimizer update). Decided collectively under DDP (`lit/nonfinite.py`). The
+            same policy covers a finite loss with non-finite gradients (`GradientGuard`).
         max_consecutive_nonfinite_skips: with `skip`, raise (on every rank, at the same step)
             once more than this many batches in a row were non-finite; None = no cap. The skip
             counts are saved in checkpoints (`NONFINITE_KEY`), so a resumed run continues them.
@@ -92,6 +95,7 @@ class RegionSam3Module(EvaluationMixin, L.LightningModule):
             masks, which halves the head's cost and drops 2x-weighted losses on outputs that
             are discarded at inference. With a trainable decoder SAM3's own DAC recipe is kept
             (o2m masks train the decoder) whatever this says.
+        compile: `torch.compile` the base and the region head (`build_sam3(compile=True)`).
     """
 
     def __init__(
@@ -113,6 +117,7 @@ class RegionSam3Module(EvaluationMixin, L.LightningModule):
         recompute_activations: bool = True,
         frozen_eval_mode: bool = True,
         frozen_decoder_o2m_masks: bool = False,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
@@ -131,7 +136,8 @@ class RegionSam3Module(EvaluationMixin, L.LightningModule):
         adapter = None
         if baseline and baseline.get("_target_"):  # `name` labels the sweep axis only
             adapter = instantiate({k: v for k, v in _plain(baseline).items() if k != "name"})
-        self.net = instantiate(sam3, region_head=head, baseline=adapter)
+        self.net = instantiate(sam3, region_head=head, baseline=adapter,
+                               **({"compile": True} if compile else {}))
         self.frozen_eval_mode = bool(frozen_eval_mode)
         if not frozen_decoder_o2m_masks and not has_trainable(self.net.transformer.decoder):
             # Sam3Image then feeds only hs[:, :, :num_o2o] to the segmentation head and emits no
@@ -145,11 +151,7 @@ class RegionSam3Module(EvaluationMixin, L.LightningModule):
                 raise ValueError("model.recompute_activations=false needs a model built by "
                                  "region_sam3.models.sam3_arch (Sam3ImageModel)")
             self.net.recompute_activations = False
-        self.teacher_cache = None
-        if self.teacher is not None and teacher_cache_dir:
-            from region_sam3.teachers.cache import TeacherEmbeddingCache
-
-            self.teacher_cache = TeacherEmbeddingCache(teacher_cache_dir, self.teacher.config_hash())
+        self.teacher_cache = None  # built in `setup("fit")`: its key needs the training data
         self.evaluation = check_evaluation_config(_plain(evaluation) or {})
         self.postprocessor = PostProcessor(
             max_dets_per_image=int(self.evaluation.get(
@@ -167,6 +169,8 @@ class RegionSam3Module(EvaluationMixin, L.LightningModule):
         self._category_ids: list[int] = []
         self._skip_optimizer_step = False
         self._nonfinite = SkipCounter(cap=max_consecutive_nonfinite_skips)
+        self._grad_guard = GradientGuard()  # non-finite gradients after a finite loss
+        self._param_names: dict[int, str] | None = None
 
     # ------------------------------------------------------------------ setup helpers
     def _build_region_head(self, region_head: Mapping[str, Any] | None):
@@ -200,11 +204,19 @@ class RegionSam3Module(EvaluationMixin, L.LightningModule):
         return dict(getattr(datamodule, "category_names", {}) or {})
 
     def setup(self, stage: str) -> None:
-        if stage == "fit" and self.teacher_cache is not None and self.hparams.teacher_masks == "gt":
-            from region_sam3.teachers.cache import refuse_augmented_views
+        if stage == "fit" and self.teacher is not None and self.hparams.teacher_cache_dir:
+            from region_sam3.teachers.cache import (
+                TeacherEmbeddingCache,
+                refuse_augmented_views,
+                training_dataset_key,
+            )
 
+            cache_dir = self.hparams.teacher_cache_dir
             datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
-            refuse_augmented_views(datamodule, self.hparams.teacher_cache_dir)
+            if self.hparams.teacher_masks == "gt":
+                refuse_augmented_views(datamodule, cache_dir)
+            self.teacher_cache = TeacherEmbeddingCache(  # keyed by teacher *and* training data
+                cache_dir, self.teacher.config_hash(), dataset_key=training_dataset_key(datamodule))
         if self.teacher is not None:
             names = self._category_names()
             if names:
@@ -355,16 +367,38 @@ class RegionSam3Module(EvaluationMixin, L.LightningModule):
         return zero_loss_for_skipped_step(self)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # Lightning calls this after backward and before gradient clipping.
         if self._skip_optimizer_step:
             drop_gradients(optimizer)
             self._skip_optimizer_step = False
+            return
+        if self._param_names is None:
+            self._param_names = {id(p): n for n, p in self.named_parameters()}
+        outcome = self._grad_guard.check(optimizer, self.global_step, self._param_names,
+                                         getattr(self._trainer, "precision_plugin", None))
+        if outcome is not None:  # None: skipped on the device, read with the next loss check
+            self._gradient_outcome(outcome)
+
+    def _gradient_outcome(self, bad: bool, log_count: bool = True) -> None:
+        """The last optimizer step's gradient verdict, the same on every rank (all-reduced)."""
+        if gradient_verdict(bad, self._grad_guard, self._nonfinite,
+                            self.hparams.on_nonfinite_loss, self.global_rank) and log_count:
+            self.log("train/nonfinite_skips", float(self._nonfinite.total), on_step=True,
+                     on_epoch=False, reduce_fx="max")
+
+    def on_train_end(self) -> None:
+        outcome = self._grad_guard.settle_pending()  # the last step's flag (one read, once)
+        if outcome is not None:
+            self._gradient_outcome(outcome, log_count=False)
 
     def training_step(self, batch: FindQueryBatch, batch_idx: int) -> torch.Tensor:
         losses = self._losses(batch)
-        check = check_losses(losses)
+        # The last optimizer step's gradient flag comes back on the same (one) read-back.
+        check = check_losses(losses, pending_gradient=self._grad_guard.take_pending())
+        if check.gradient_bad is not None:
+            self._gradient_outcome(check.gradient_bad)
         if check.bad:
             return self._nonfinite_step(check, batch_idx)
-        self._nonfinite.finite()
         bs = batch.num_queries
         self.log("train/loss", losses["total"], on_step=True, on_epoch=True, prog_bar=True,
                  batch_size=bs)

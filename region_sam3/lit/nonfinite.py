@@ -17,10 +17,17 @@ Every rank sees the same flags and takes the same branch:
   `SkipCounter` caps consecutive skips (a loss that stays NaN must not skip silently forever):
   its counts are Python ints that change only on the shared outcome, so they are equal on every
   rank and every rank raises at the same step, without any further communication.
+
+Non-finite gradients after a finite loss (`GradientGuard`, from `on_before_optimizer_step`:
+after backward, before clipping) follow the same policy and counter. Their flag is all-reduced
+on the device and skips the fused AdamW step there (`optimizer.found_inf`); it is read with the
+next step's loss flags, in the same gather and the same single host sync.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +35,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
+
+log = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -41,10 +50,14 @@ class NonFiniteCheck:
     Attributes:
         bad_ranks: ranks whose loss had a non-finite term this step (empty: all finite).
         local_terms: this rank's non-finite loss terms (empty on healthy ranks).
+        gradient_bad: whether the last optimizer step's gradients were non-finite on any rank
+            (`GradientGuard`; its flag rides on this step's read-back). None: nothing pending.
     """
 
     bad_ranks: tuple[int, ...]
     local_terms: tuple[str, ...]
+    #: the previous optimizer step's gradient flag read on the same sync (None: none pending)
+    gradient_bad: bool | None = None
 
     @property
     def bad(self) -> bool:
@@ -62,8 +75,10 @@ class SkipCounter:
     """Non-finite steps skipped under `model.on_nonfinite_loss=skip`, saved in checkpoints.
 
     Counted per training batch (under gradient accumulation a skipped batch drops the whole
-    accumulated optimizer step). Updated from `NonFiniteCheck.bad` only, which every rank sees
-    alike, so the counts and the cap decision agree across DDP ranks.
+    accumulated optimizer step); a non-finite gradient counts its optimizer step once, and the
+    streak ends only when a step's gradients came back finite. Updated from shared outcomes
+    only (`NonFiniteCheck`, the all-reduced gradient flag), which every rank sees alike, so the
+    counts and the cap decision agree across DDP ranks.
 
     Attributes:
         cap: most consecutive skips allowed (`model.max_consecutive_nonfinite_skips`); one
@@ -107,7 +122,7 @@ class SkipCounter:
 
 
 def gather_rank_flags(flag: torch.Tensor) -> torch.Tensor:
-    """`[1] -> [world, 1]`: every rank's flag; `[1, 1]` when not running distributed.
+    """`[n] -> [world, n]`: every rank's flags; `[1, n]` when not running distributed.
 
     Collective under DDP: every rank must call it at every step. Plain `all_gather` (gloo and
     NCCL), not Lightning's autograd-aware one: the flags need no gradient.
@@ -122,23 +137,31 @@ def gather_rank_flags(flag: torch.Tensor) -> torch.Tensor:
 def check_losses(
     losses: Mapping[str, torch.Tensor],
     gather_flags: Callable[[torch.Tensor], torch.Tensor] = gather_rank_flags,
+    pending_gradient: torch.Tensor | None = None,
 ) -> NonFiniteCheck:
     """Which ranks have a non-finite scalar loss term this step (collective under DDP).
 
     Args:
         losses: scalar loss terms (non-scalars and non-tensors are ignored).
-        gather_flags: `[1] -> [world, 1]` all-gather of one flag per rank.
+        gather_flags: `[n] -> [world, n]` all-gather of `n` flags per rank.
+        pending_gradient: `[1]` device flag of the last optimizer step's gradients
+            (`GradientGuard.take_pending`), or None. Concatenated to the loss flag so that both
+            come back with the step's one host sync. Every rank has one pending or none alike
+            (the guard runs at every optimizer step on every rank), so the shapes agree.
     """
     names = [k for k, v in losses.items() if torch.is_tensor(v) and v.numel() == 1]
     finite = torch.isfinite(torch.stack([losses[k].detach().float().reshape(()) for k in names]))
     local_flag = (~finite).any().float().reshape(1)  # [1], stays on the device
-    per_rank = gather_flags(local_flag).reshape(-1).tolist()  # the one host sync of the step
-    bad_ranks = tuple(rank for rank, flag in enumerate(per_rank) if flag > 0)
+    if pending_gradient is not None:
+        local_flag = torch.cat([local_flag, pending_gradient.to(local_flag).reshape(1)])
+    per_rank = gather_flags(local_flag).reshape(-1, local_flag.numel()).tolist()  # the one sync
+    gradient_bad = None if pending_gradient is None else any(row[1] > 0 for row in per_rank)
+    bad_ranks = tuple(rank for rank, row in enumerate(per_rank) if row[0] > 0)
     if not bad_ranks:
-        return NonFiniteCheck((), ())
+        return NonFiniteCheck((), (), gradient_bad)
     # Failure path only: a second sync to name this rank's bad terms costs nothing that matters.
     terms = tuple(n for n, ok in zip(names, finite.tolist()) if not ok)
-    return NonFiniteCheck(bad_ranks, terms)
+    return NonFiniteCheck(bad_ranks, terms, gradient_bad)
 
 
 def zero_loss_for_skipped_step(module: nn.Module) -> torch.Tensor:
@@ -164,3 +187,123 @@ def drop_gradients(optimizer: torch.optim.Optimizer) -> None:
     entirely (no moment update, no decay, no step count), and gradient clipping sees nothing.
     """
     optimizer.zero_grad(set_to_none=True)
+    if getattr(optimizer, "found_inf", None) is not None:  # a stale `GradientGuard` flag
+        optimizer.found_inf = None
+
+
+class NonFiniteGradientError(NonFiniteLossError):
+    """Finite loss, non-finite gradient (raised when `model.on_nonfinite_loss=stop`)."""
+
+
+def gradient_norms(optimizer: torch.optim.Optimizer) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """This rank's gradients and their per-tensor L2 norms `[P]` (one fused `_foreach_norm`,
+    on the device). A NaN/Inf anywhere in a gradient makes its norm NaN/Inf (so does a finite
+    gradient whose squared sum overflows float32, |g| ~ 1e19: garbage all the same)."""
+    grads = [p.grad for group in optimizer.param_groups for p in group["params"]
+             if p.grad is not None]
+    if not grads:
+        return grads, torch.zeros(0)
+    return grads, torch.stack([n.float() for n in torch._foreach_norm(grads)])
+
+
+def any_rank(flag: torch.Tensor) -> torch.Tensor:
+    """`[1]` flag, max over ranks (an all-reduce on the device: no host sync). After DDP's
+    gradient all-reduce every rank already holds the same gradients; the reduce keeps the
+    decision collective under strategies that shard or skip gradients (FSDP, unused params)."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return flag
+
+
+@dataclass
+class GradientGuard:
+    """Non-finite gradients after a finite loss, checked after backward and before clipping.
+
+    Norm clipping would turn one Inf into NaN in every gradient, and the optimizer would write
+    NaN into every weight. `check` (from `on_before_optimizer_step`) computes one flag on the
+    device and, with an optimizer that skips a step on a device flag (PyTorch's fused AdamW /
+    Adam / SGD read `optimizer.found_inf` exactly as `GradScaler` sets it: no moment update, no
+    decay, the step count rolled back), hands it over without reading it: the bad step is
+    skipped on the device at once, and the flag comes back one step later on the loss check's
+    read-back (`check_losses(pending_gradient=...)`), so counting and `stop` cost no extra host
+    sync. The last step's flag is read by `settle_pending` (end of fit). Another optimizer
+    gets the flag read at once (one more sync per step) and `drop_gradients`.
+
+    Attributes:
+        pending: `[1]` device flag of the last optimizer step, not read yet (None: nothing).
+        pending_step: the global step it belongs to.
+        pending_norms: its per-tensor gradient norms `[P]` (named on failure only).
+        pending_names: the parameter names matching `pending_norms`.
+    """
+
+    pending: torch.Tensor | None = None
+    pending_step: int = -1
+    pending_norms: torch.Tensor | None = None
+    pending_names: tuple[str, ...] = ()
+
+    def check(self, optimizer: torch.optim.Optimizer, step: int,
+              names: Mapping[int, str] | None = None, precision: Any = None) -> bool | None:
+        """Flag this optimizer step's gradients; True/False if known now, None if pending.
+
+        Args:
+            names: `id(param) -> name`, to name the non-finite gradients on failure.
+            precision: Lightning's precision plugin; with a `GradScaler` (16-mixed) Inf
+                gradients are the scaler's business (loss-scale overflow): not checked.
+        """
+        if getattr(precision, "scaler", None) is not None:
+            return False
+        grads, norms = gradient_norms(optimizer)
+        if not grads:
+            return False
+        bad = any_rank((~norms.isfinite()).any().float().reshape(1))  # [1] on the device
+        params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        labels = tuple((names or {}).get(id(p), f"param{i}") for i, p in enumerate(params))
+        if getattr(optimizer, "_step_supports_amp_scaling", False):  # fused: skips on the flag
+            optimizer.found_inf = bad.reshape(())  # the fused kernels want a 0-d flag
+            self.pending, self.pending_step = bad, step
+            self.pending_norms, self.pending_names = norms, labels
+            return None
+        optimizer.found_inf = None
+        if bad.item() > 0:  # not fused: one read-back here, the optimizer cannot skip itself
+            self.pending_norms, self.pending_names, self.pending_step = norms, labels, step
+            drop_gradients(optimizer)
+            return True
+        return False
+
+    def take_pending(self) -> torch.Tensor | None:
+        """The pending flag for `check_losses` (cleared: it is read with the loss)."""
+        flag, self.pending = self.pending, None
+        return flag
+
+    def settle_pending(self) -> bool | None:
+        """Read a still-pending flag (end of fit: one sync, once). None: nothing pending."""
+        flag = self.take_pending()
+        return None if flag is None else bool(flag.item() > 0)
+
+    def describe(self) -> str:
+        """Message for the last non-finite step (failure path: reads its norms back)."""
+        norms = self.pending_norms.tolist() if self.pending_norms is not None else []
+        bad = [f"{n}={v}" for n, v in zip(self.pending_names, norms) if not math.isfinite(v)]
+        more = f" (+{len(bad) - 5} more)" if len(bad) > 5 else ""
+        return (f"non-finite gradient at global step {self.pending_step} after a finite loss: "
+                f"{', '.join(bad[:5])}{more}; the optimizer step was skipped (weights unchanged)")
+
+
+def gradient_verdict(bad: bool, guard: GradientGuard, counter: SkipCounter, policy: str,
+                     rank: int) -> bool:
+    """Apply the last optimizer step's gradient verdict (the same on every rank).
+
+    Finite: the skip streak ends (a step is finite only once its gradients are). Non-finite:
+    `stop` raises `NonFiniteGradientError`; `skip` counts it (raising past the cap). Returns
+    True when a skip was counted (the caller logs the count).
+    """
+    if not bad:
+        counter.finite()
+        return False
+    message = f"{guard.describe()}; rank {rank}"
+    if policy == "stop":
+        raise NonFiniteGradientError(message)
+    counter.skip(message)
+    if rank == 0:
+        log.warning("%s (model.on_nonfinite_loss=skip)", message)
+    return True

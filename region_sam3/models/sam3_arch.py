@@ -98,6 +98,7 @@ def build_sam3_architecture(
     bpe_path: str | None = None,
     use_act_checkpoint: bool = True,
     segmentation_head: nn.Module | None = None,
+    compile_mode: str | None = None,
 ) -> Sam3Image:
     """Build a `Sam3Image` (detector only, no tracker) from `sam3`'s own modules.
 
@@ -115,6 +116,8 @@ def build_sam3_architecture(
         neck_scalp: how many of the coarsest neck levels SAM3 drops.
         segmentation_head: replaces the default `UniversalSegmentationHead` (e.g. the
             region-aware head); it must keep the upstream attribute names.
+        compile_mode: `torch.compile` mode of the ViT trunk and the pixel decoder, as
+            `build_sam3_image_model(compile=True)` passes it ("default"); None: eager.
     """
     if image_size % patch_size:
         raise ValueError(f"image_size={image_size} must be a multiple of patch_size={patch_size}")
@@ -151,7 +154,7 @@ def build_sam3_architecture(
         ln_post=False,
         return_interm_layers=False,
         bias_patch_embed=False,
-        compile_mode=None,
+        compile_mode=compile_mode,
         use_act_checkpoint=use_act_checkpoint,
     )
     add_conv_stem_(vit, list(vit_conv_stem), patch_size)
@@ -227,7 +230,7 @@ def build_sam3_architecture(
     if segmentation_head is None:
         segmentation_head = build_segmentation_head(
             d_model=d_model, num_heads=num_heads, stages=pixel_decoder_stages,
-            act_ckpt=use_act_checkpoint,
+            act_ckpt=use_act_checkpoint, compile_mode=compile_mode,
         )
 
     geometry_encoder = CpuSafeSequenceGeometryEncoder(
@@ -280,6 +283,7 @@ def build_matcher():
 def build_segmentation_head(*, d_model: int, num_heads: int, stages: int = 3,
                             act_ckpt: bool = True,
                             head_cls: type[UniversalSegmentationHead] = UniversalSegmentationHead,
+                            compile_mode: str | None = None,
                             **head_kwargs) -> UniversalSegmentationHead:
     """The official segmentation head (`PixelDecoder` + prompt cross-attention).
 
@@ -295,7 +299,7 @@ def build_segmentation_head(*, d_model: int, num_heads: int, stages: int = 3,
         cross_attend_prompt=MultiheadAttention(num_heads=num_heads, dropout=0, embed_dim=d_model),
         pixel_decoder=PixelDecoder(
             num_upsampling_stages=stages, interpolation_mode="nearest", hidden_dim=d_model,
-            compile_mode=None,
+            compile_mode=compile_mode,
         ),
         **head_kwargs,
     )

@@ -59,6 +59,7 @@ def build_sam3(
     unfreeze: Sequence[str] = (),
     region_head: nn.Module | None = None,
     baseline: Callable[[Sam3Image], Sam3Image] | None = None,
+    compile: bool = False,
 ) -> Sam3Image:
     """Build a SAM3 image model.
 
@@ -73,6 +74,10 @@ def build_sam3(
         baseline: an ablation baseline (`region_sam3.models.baselines`: LoRA, HQ token,
             mask-head fine-tune), applied last: after the checkpoint (its new tensors are not
             SAM3's) and after freezing (it keeps frozen parameters frozen).
+        compile: `torch.compile` the base as SAM3's builder does (`compile=True` there: mode
+            "default" for the ViT trunk and the pixel decoder) and the region head
+            (`nn.Module.compile`, dynamic shapes: the prompt count varies per batch; in
+            place, so parameter names and checkpoints are unchanged). Compiles on first call.
 
     Raises:
         CheckpointError: checkpoint requested but missing/unreadable/incompatible. Asking for
@@ -87,7 +92,7 @@ def build_sam3(
     if from_hub:
         ckpt_path = Path(download_from_hub())
 
-    model = arch()
+    model = arch(compile_mode="default") if compile else arch()
     if region_head is not None:
         from region_sam3.models.region_seg_head import build_region_seg_head
 
@@ -104,4 +109,6 @@ def build_sam3(
     apply_freeze(model, freeze, unfreeze, config_key="model.sam3.freeze")
     if baseline is not None:
         model = baseline(model)
+    if compile and region_head is not None:
+        region_head.compile(dynamic=True)
     return model

@@ -1,8 +1,10 @@
 """On-disk cache of frozen-teacher region embeddings.
 
-Layout: ``root/<teacher_hash>/<shard>/<image key>/<annotation key>.pt``, one small file per
-(image, annotation) entry holding its ``Tensor[D]``. A new teacher config gives a new hash and
-therefore a new directory, so stale embeddings are never read.
+Layout: ``root/<teacher_hash>/<dataset key>/<shard>/<image key>/<annotation key>.pt``, one
+small file per (image, annotation) entry holding its ``Tensor[D]``. A new teacher config gives a
+new hash, and another training set (another annotation file's content, another resolution or
+resize mode: `dataset_identity`) a new dataset key, so a cache folder reused across datasets or
+synthetic configs never returns another image's embeddings (ids repeat across datasets).
 
 Concurrency: every entry is its own file, written to a unique temp file in the same directory
 and published with ``os.replace`` (atomic on POSIX). Writers never read-modify-write a shared
@@ -10,8 +12,8 @@ file, so data-loader workers and DDP ranks writing entries of the same image at 
 each other's entries; two writers of the *same* entry both write a complete file and the last
 one wins (same teacher, same view: same value). Unreadable files count as misses.
 
-Only valid for augmentation-free views: the key is (image id, annotation id), so a flipped or
-cropped view would be distilled toward the first view's embedding. `RegionSam3Module.setup`
+Only valid for augmentation-free views: within one dataset the key is (image id, annotation
+id), so a flipped or cropped view would be distilled toward the first view's embedding. `RegionSam3Module.setup`
 refuses a cache when the training data is augmented.
 
 Size at official scale: COCO train has 860k instance annotations; with D=512 float32 that is
@@ -75,12 +77,40 @@ def refuse_augmented_views(datamodule: Any, cache_dir: str | os.PathLike) -> Non
         )
 
 
+def dataset_identity(ann_file: str | os.PathLike, resolution: int,
+                     keep_aspect_ratio: bool = False) -> str:
+    """Filename-safe key of the data the embeddings belong to: a sha256 of the annotation
+    file's bytes (its image ids, annotation ids and masks), the model input resolution and the
+    resize mode (the teacher sees the resized view). Streamed: COCO train's 450 MB json hashes
+    in about a second, once per fit. The image files themselves are not hashed."""
+    digest = hashlib.sha256()
+    with open(ann_file, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    mode = "-keepar" if keep_aspect_ratio else ""
+    return f"ann-{digest.hexdigest()[:16]}-res{int(resolution)}{mode}"
+
+
+def training_dataset_key(datamodule: Any) -> str:
+    """`dataset_identity` of a `FindQueryDataModule`'s training split."""
+    hp = getattr(datamodule, "hparams", None)
+    if not hasattr(datamodule, "split_paths") or hp is None or "train_split" not in hp:
+        raise ValueError("model.teacher_cache_dir needs the training FindQueryDataModule: the "
+                         "cache is keyed by the training annotation file and resolution, and "
+                         f"{type(datamodule).__name__} does not say them")
+    _, ann_file = datamodule.split_paths(hp.train_split)
+    return dataset_identity(ann_file, hp.resolution, bool(hp.get("keep_aspect_ratio", False)))
+
+
 class TeacherEmbeddingCache:
-    """Teacher-embedding store keyed by (image id, annotation id) and the teacher config hash.
+    """Teacher-embedding store keyed by (image id, annotation id), the teacher config hash and
+    the dataset.
 
     Args:
-        root: cache root directory (shared by all teachers).
+        root: cache root directory (shared by all teachers and datasets).
         teacher_hash: ``teacher.config_hash()``.
+        dataset_key: `dataset_identity` of the data (`RegionSam3Module` always passes it);
+            None keys by the teacher alone (only safe for a folder used by one dataset).
         store_dtype: dtype on disk (float16 halves the size; float32 is bit-exact).
         meta: optional JSON-able description of the teacher written once to
             ``root/<hash>/meta.json`` for humans.
@@ -92,10 +122,16 @@ class TeacherEmbeddingCache:
         teacher_hash: str,
         store_dtype: torch.dtype = torch.float32,
         meta: dict[str, Any] | None = None,
+        dataset_key: str | None = None,
     ) -> None:
-        if not teacher_hash or _SAFE.search(teacher_hash):
-            raise ValueError(f"teacher_hash must be a non-empty filename-safe string, got {teacher_hash!r}")
+        for name, key in (("teacher_hash", teacher_hash), ("dataset_key", dataset_key)):
+            if key is not None and (not key or _SAFE.search(key)):
+                raise ValueError(f"{name} must be a non-empty filename-safe string, got {key!r}")
+        if teacher_hash is None:
+            raise ValueError("teacher_hash must be a non-empty filename-safe string, got None")
         self.dir = Path(root) / teacher_hash
+        if dataset_key is not None:
+            self.dir = self.dir / dataset_key
         self.dir.mkdir(parents=True, exist_ok=True)
         self.store_dtype = store_dtype
         self.hits = 0

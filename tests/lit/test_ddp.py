@@ -32,6 +32,7 @@ WORLD = 2
 NAN_RANK, NAN_STEP = 1, 1
 TRAIN_STEPS = 3
 NAN_FOREVER_ENV = "REGION_SAM3_TEST_NAN_FOREVER"  # set: rank 1 stays NaN from NAN_STEP on
+INF_GRAD_ENV = "REGION_SAM3_TEST_INF_GRAD"  # set: rank 1 gets an Inf gradient (finite loss) instead
 RUN_TIMEOUT_S = 240  # a rank stuck in a collective would otherwise hang until gloo's timeout
 DDP_OVERRIDES = [
     "trainer=ddp_sim",
@@ -92,6 +93,23 @@ def _inject_nan_at(step: int, forever: bool = False) -> None:
     RegionSam3Module._losses = corrupted  # forked child: the test process is unaffected
 
 
+def _inject_inf_gradient_at(step: int) -> None:
+    """Make one gradient of this process Inf at `global_step == step`, after DDP's all-reduce
+    (so only this rank sees it: the guard's own all-reduce must tell the other rank)."""
+    from region_sam3.lit.module import RegionSam3Module
+
+    original = RegionSam3Module.on_before_optimizer_step
+
+    def corrupted(self, optimizer):
+        if self.global_step == step:
+            grad = next(p.grad for g in optimizer.param_groups for p in g["params"]
+                        if p.grad is not None)
+            grad.view(-1)[0] = float("inf")
+        return original(self, optimizer)
+
+    RegionSam3Module.on_before_optimizer_step = corrupted
+
+
 def _floats(metrics) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items()}
 
@@ -104,7 +122,9 @@ def _rank_main(rank: int, port: int, cfgs: list, out_dir: str) -> None:
                       NODE_RANK="0")
     torch.set_num_threads(1)
     record: dict = {"rank": rank, "seen": {}, "weights_moved": []}
-    if rank == NAN_RANK:
+    if rank == NAN_RANK and os.environ.get(INF_GRAD_ENV):
+        _inject_inf_gradient_at(NAN_STEP)
+    elif rank == NAN_RANK:
         _inject_nan_at(NAN_STEP, forever=bool(os.environ.get(NAN_FOREVER_ENV)))
     recorder = _Recorder(record)
     build_callbacks = tasks.instantiate_callbacks
@@ -268,6 +288,23 @@ def test_skip_cap_raises_on_every_rank_at_the_same_step(tmp_path, synthetic_data
         assert f"global step {NAN_STEP + 1}" in record["error"]
         assert "2 consecutive non-finite steps exceed" in record["error"]
         assert record["weights_moved"] == [True, False]  # trained, skipped, then stopped
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(RUN_TIMEOUT_S + 120)
+def test_inf_gradient_on_one_rank_skips_that_step_on_every_rank(tmp_path, synthetic_data_dir,
+                                                                monkeypatch):
+    """Finite loss, an Inf gradient on rank 1 only (after DDP's all-reduce): both ranks skip the
+    same optimizer step on the device and count it, weights stay equal and finite."""
+    monkeypatch.setenv(INF_GRAD_ENV, "1")
+    records = run_ddp(tmp_path, synthetic_data_dir, ["model.on_nonfinite_loss=skip"])
+    for record in records:
+        assert "error" not in record, record.get("error")
+        assert record["global_step"] == TRAIN_STEPS
+        assert record["weights_moved"] == [step != NAN_STEP for step in range(TRAIN_STEPS)]
+        assert record["adam_steps"] == [TRAIN_STEPS - 1]  # fused AdamW rolled its count back
+        assert record["fit_test"]["train/nonfinite_skips"] == 1.0
+    assert records[0]["validate"] == records[1]["validate"]
 
 
 def test_ddp_sim_config_is_two_gloo_ranks_with_the_script_launcher(tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import hydra
 import torch
 from helpers import build_module_and_batch, compose_task
@@ -52,7 +54,27 @@ def _cache_run(tmp_path, data_dir, cache_dir, extra=()):
         "trainer.limit_train_batches=2", "trainer.max_epochs=2", "test=false",
         "trainer.limit_val_batches=0", "callbacks.model_checkpoint.monitor=null",
         "trainer.log_every_n_steps=1", *extra])
-    return build_module_and_batch(cfg)
+    module, batch = build_module_and_batch(cfg)
+    datamodule = hydra.utils.instantiate(cfg.data)  # the cache is keyed by its training split
+    module._trainer = SimpleNamespace(datamodule=datamodule)
+    module.setup("fit")
+    return module, batch
+
+
+def test_teacher_cache_is_keyed_by_the_training_data(tmp_path, synthetic_data_dir):
+    """A cache folder reused for another dataset whose image and annotation ids repeat (here:
+    the synthetic `val` split as training data) must not return the first dataset's embeddings.
+    Before: the key was (teacher, image id, annotation id) and `other` read `module`'s rows."""
+    cache = tmp_path / "cache"
+    module, batch = _cache_run(tmp_path, synthetic_data_dir, cache)
+    image_id, ann_ids = int(batch.image_ids[0]), [int(a) for a in batch.annotation_ids[:2]]
+    module.teacher_cache.put(image_id, ann_ids, torch.ones(2, module.teacher.embed_dim))
+    assert module.teacher_cache.get(image_id, ann_ids) is not None
+    other, _ = _cache_run(tmp_path, synthetic_data_dir, cache, ["data.train_split=val"])
+    assert other.teacher_cache.get(image_id, ann_ids) is None
+    assert other.teacher_cache.dir.parent == module.teacher_cache.dir.parent  # same teacher
+    again, _ = _cache_run(tmp_path, synthetic_data_dir, cache)  # same data: same entries
+    assert again.teacher_cache.get(image_id, ann_ids) is not None
 
 
 def test_teacher_cache_hits_and_invalidation(tmp_path, synthetic_data_dir):

@@ -150,3 +150,43 @@ def test_distillation_training_step_has_at_most_one_sync(tmp_path, synthetic_dat
         loss = module.training_step(batch, 0)
     assert torch.isfinite(loss) and logged["train/loss_distill_cos"] > 0
     assert sum(calls.values()) <= 1, dict(calls)
+
+
+@pytest.mark.parametrize("bad", [False, True], ids=["finite", "inf-gradient"])
+def test_gradient_check_adds_no_sync(tmp_path, synthetic_data_dir, monkeypatch, bad):
+    """The non-finite gradient guard (after backward, before clipping) reads nothing back: its
+    device flag skips the fused AdamW step and comes back on the next step's loss read-back.
+    Two full steps (forward, backward, guard, clipping, optimizer step): at most one sync each,
+    plus one on the failure path only (naming the non-finite gradients in the message)."""
+    from lightning.pytorch.plugins.precision import Precision
+
+    cfg = compose_task("train", tmp_path, synthetic_data_dir, [
+        "model/sam3=tiny", "model/region_head=default", "model.region_head.iter_loss_weights=null",
+        "model.sam3.freeze=[backbone.*,transformer.*]", "data.augmentation=null",
+        "model.on_nonfinite_loss=skip"])
+    module, batch = build_module_and_batch(cfg)
+    module.train()
+    monkeypatch.setattr(module, "log", lambda *a, **k: None)
+    monkeypatch.setattr(module, "log_dict", lambda *a, **k: None)
+
+    class _Trainer:  # what the hooks read from the trainer
+        precision_plugin = Precision()
+        estimated_stepping_batches = 10
+        global_step = 0
+
+    monkeypatch.setattr(type(module), "trainer", property(lambda self: _Trainer))
+    optimizer = module.configure_optimizers()["optimizer"]
+    assert optimizer.defaults["fused"]  # CPU has fused AdamW kernels too
+    params = [p for p in module.parameters() if p.requires_grad]
+    with record_sync_calls() as calls:
+        for step in range(2):
+            optimizer.zero_grad(set_to_none=True)
+            module.training_step(batch, step).backward()
+            if bad and step == 0:  # a finite loss, one Inf gradient: the guard must catch it
+                params[0].grad[(0,) * params[0].grad.dim()] = float("inf")
+            module.on_before_optimizer_step(optimizer)
+            torch.nn.utils.clip_grad_norm_(params, 0.1)
+            optimizer.step()
+    assert sum(calls.values()) <= 2 + bad, dict(calls)
+    assert all(torch.isfinite(p).all() for p in params)
+    assert module._nonfinite.total == int(bad)  # step 0's flag came back with step 1's check

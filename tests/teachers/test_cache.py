@@ -105,3 +105,20 @@ def test_corrupt_file_is_a_miss(tmp_path) -> None:
     c.put(1, [1], torch.ones(1, 4))
     c.path(1, 1).write_bytes(b"not a torch file")
     assert c.get(1, [1]) is None and c.misses == 1
+
+
+def test_dataset_identity_follows_file_content_and_resolution(tmp_path):
+    from region_sam3.teachers.cache import TeacherEmbeddingCache, dataset_identity
+
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text('{"images": [{"id": 1}]}')
+    b.write_text('{"images": [{"id": 2}]}')
+    assert dataset_identity(a, 224) == dataset_identity(tmp_path / "a.json", 224)
+    assert len({dataset_identity(a, 224), dataset_identity(b, 224), dataset_identity(a, 1008),
+                dataset_identity(a, 224, keep_aspect_ratio=True)}) == 4
+    first = TeacherEmbeddingCache(tmp_path / "c", "t1", dataset_key=dataset_identity(a, 224))
+    second = TeacherEmbeddingCache(tmp_path / "c", "t1", dataset_key=dataset_identity(b, 224))
+    first.put(1, [7], torch.ones(1, 4))
+    assert second.get(1, [7]) is None and first.get(1, [7]) is not None
+    with pytest.raises(ValueError, match="dataset_key"):
+        TeacherEmbeddingCache(tmp_path / "c", "t1", dataset_key="../x")
