@@ -37,7 +37,10 @@ class ImageRecord:
     width: int
     annotations: list[dict[str, Any]] = field(default_factory=list)  # valid, non-crowd
     crowd_category_ids: set[int] = field(default_factory=set)
-    crowd_annotations: list[dict[str, Any]] = field(default_factory=list)  # iscrowd=1 (eval)
+    crowd_annotations: list[dict[str, Any]] = field(default_factory=list)  # iscrowd=1
+    # What COCOeval reads of this image, in file order: instances (empty masks included: the
+    # file counts them as GT), crowd regions. Same dicts as above, no copies.
+    eval_annotations: list[dict[str, Any]] = field(default_factory=list)
     neg_category_ids: tuple[int, ...] | None = None  # LVIS: verified-absent categories
     not_exhaustive_category_ids: set[int] = field(default_factory=set)
 
@@ -188,6 +191,7 @@ def load_coco_index(
             # Kept for evaluation: COCOeval treats them as ignore regions.
             if segmentation_problem(ann["segmentation"], record.height, record.width) is None:
                 record.crowd_annotations.append(ann)
+                record.eval_annotations.append(ann)
             continue
         problem = segmentation_problem(ann["segmentation"], record.height, record.width)
         if problem is None and validate_masks:
@@ -196,8 +200,12 @@ def load_coco_index(
                 problem = "empty_mask"
         if problem is not None:
             issues.report(problem, f"{where}: field 'segmentation'")
+            if problem == "empty_mask":
+                # Not a training target, but a GT of the file: pycocotools counts it (a miss).
+                record.eval_annotations.append(ann)
             continue
         record.annotations.append(ann)
+        record.eval_annotations.append(ann)
 
     return CocoIndex(
         ann_file=ann_file, categories=categories, images=list(images.values()), issues=issues
