@@ -125,6 +125,8 @@ def train_task(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False)
         metrics.update(_float_metrics(trainer.callback_metrics))
     if cfg.get("test", True):
+        # COCO results files: <output_dir>/results/<split>/coco_instances_results.json
+        model.results_dir = Path(cfg.paths.output_dir) / "results"
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         if not best:
             log.warning("No best checkpoint (e.g. fast_dev_run): testing the current weights")
@@ -282,11 +284,13 @@ def eval_task(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     datamodule: L.LightningDataModule = hydra.utils.instantiate(composed.data)
     loggers = instantiate_loggers(cfg.get("logger"))
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers)
-    trainer.test(model=model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False)
-    metrics = _float_metrics(trainer.callback_metrics)
     split = composed.data.get("test_split", "test")
     split = split if isinstance(split, str) else "+".join(split)
     out = cfg.get("metrics_file") or ckpt_path.parent.parent / f"eval_{split}_metrics.json"
+    # COCO results files: <metrics dir>/eval_results/<split>/coco_instances_results.json
+    model.results_dir = Path(out).parent / "eval_results"
+    trainer.test(model=model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False)
+    metrics = _float_metrics(trainer.callback_metrics)
     if trainer.is_global_zero:
         _write_json(Path(out), {"checkpoint": str(ckpt_path), "split": split,
                                 "resolution": composed.data.get("resolution"),

@@ -49,10 +49,12 @@ def read_image(record: ImageRecord) -> torch.Tensor:
 def original_frame_annotations(record: ImageRecord) -> list[dict]:
     """COCO annotations of one image for evaluation: compressed RLE in the original frame,
     `area` as in the file (pycocotools uses it for the size buckets and crowd handling; mask
-    area when absent) and `iscrowd`. Crowd regions are included: COCOeval ignores detections
-    on them instead of counting false positives."""
+    area when absent) and `iscrowd`. Exactly what ``COCOeval`` reads from the file: crowd
+    regions included (detections on them are ignored, not false positives), instances whose
+    mask is empty included (the file counts them), in file order (COCOeval breaks IoU ties
+    between ignored GT by their order)."""
     out = []
-    for ann in record.annotations + record.crowd_annotations:
+    for ann in record.eval_annotations:
         rle = segmentation_to_rle(ann["segmentation"], record.height, record.width)
         counts = rle["counts"]
         rle = {"size": list(rle["size"]),

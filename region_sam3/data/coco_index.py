@@ -38,7 +38,10 @@ class ImageRecord:
     width: int
     annotations: list[dict[str, Any]] = field(default_factory=list)  # valid, non-crowd
     crowd_category_ids: set[int] = field(default_factory=set)
-    crowd_annotations: list[dict[str, Any]] = field(default_factory=list)  # iscrowd=1 (eval)
+    crowd_annotations: list[dict[str, Any]] = field(default_factory=list)  # iscrowd=1
+    # What COCOeval reads of this image, in file order: instances (empty masks included: the
+    # file counts them as GT), crowd regions. Same dicts as above, no copies.
+    eval_annotations: list[dict[str, Any]] = field(default_factory=list)
     neg_category_ids: tuple[int, ...] | None = None  # LVIS: verified-absent categories
     not_exhaustive_category_ids: set[int] = field(default_factory=set)
 
@@ -241,7 +244,9 @@ def load_coco_index(
             if problem is not None:
                 issues.report(problem, f"{where}: field 'segmentation' (crowd region)")
                 continue
-            record.crowd_annotations.append(_checked_area(ann, record, issues, where))
+            checked = _checked_area(ann, record, issues, where)
+            record.crowd_annotations.append(checked)
+            record.eval_annotations.append(checked)
             continue
         problem = segmentation_problem(ann["segmentation"], record.height, record.width)
         if problem is None and validate_masks:
@@ -250,8 +255,13 @@ def load_coco_index(
                 problem = "empty_mask"
         if problem is not None:
             issues.report(problem, f"{where}: field 'segmentation'")
+            if problem == "empty_mask":
+                # Not a training target, but a GT of the file: pycocotools counts it (a miss).
+                record.eval_annotations.append(ann)
             continue
-        record.annotations.append(_checked_area(ann, record, issues, where))
+        checked = _checked_area(ann, record, issues, where)
+        record.annotations.append(checked)
+        record.eval_annotations.append(checked)
 
     return CocoIndex(
         ann_file=ann_file, categories=categories, images=list(images.values()), issues=issues

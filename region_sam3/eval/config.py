@@ -6,7 +6,8 @@ from collections.abc import Mapping
 from typing import Any
 
 EVALUATION_KEYS = frozenset({"boundary", "crowded_thresholds", "score_threshold",
-                             "max_dets_per_image", "max_dets", "per_iteration", "cgf1"})
+                             "max_dets_per_image", "max_dets", "per_iteration", "cgf1",
+                             "results_file", "results_per_iteration"})
 
 
 def check_evaluation_config(evaluation: Mapping[str, Any]) -> dict[str, Any]:

@@ -8,6 +8,7 @@ Kept apart from training so each file has one job. The mixin reads the module's 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -24,6 +25,7 @@ from region_sam3.eval import (
     build_default_evaluators,
     ground_truth_from_batch,
 )
+from region_sam3.eval.results_file import CocoResultsWriter
 
 
 def final_output(sam3_output) -> dict[str, Any]:
@@ -85,15 +87,47 @@ class EvaluationMixin:
             for d in dets:
                 d.region_pairs = pairs.get(d.image_id)
         pool.add(dets, ground_truth_from_batch(batch))
-        self.evaluators[stage].process(*pool.pop_finished(batch.image_ids.tolist()))
+        self._process_released(stage, *pool.pop_finished(batch.image_ids.tolist()))
+
+    def _process_released(self, stage: str, dets: list, gts: list) -> None:
+        """Released images -> the results file (test stages) and the evaluators."""
+        writer = self.results_writers.get(stage)
+        if writer is not None:
+            writer.write(dets)
+        self.evaluators[stage].process(dets, gts)
+
+    def _results_writer(self, stage: str) -> CocoResultsWriter | None:
+        """`<results_dir>/<split>/coco_instances_results.json` for a test stage, when the task
+        set `results_dir` (train.py / eval.py do) and `model.evaluation.results_file` is on."""
+        root = getattr(self, "results_dir", None)
+        if root is None or not stage.startswith("test") or not self.evaluation.get(
+                "results_file", True):
+            return None
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
+        splits = list(getattr(datamodule, "test_splits", None) or ["test"])
+        split = stage.split("/", 1)[1] if "/" in stage else splits[0]
+        return CocoResultsWriter(Path(root) / split,
+                                 per_iteration=bool(self.evaluation.get("results_per_iteration")))
+
+    @property
+    def results_writers(self) -> dict[str, CocoResultsWriter | None]:
+        if not hasattr(self, "_results_writers"):
+            self._results_writers: dict[str, CocoResultsWriter | None] = {}
+        return self._results_writers
 
     def _eval_epoch_start(self, stage: str) -> None:
         self.evaluators[stage] = self._make_evaluators()
         self.eval_pools[stage] = DetectionPool(self.postprocessor.max_dets, self.postprocessor)
+        self.results_writers[stage] = self._results_writer(stage)
 
     def _eval_epoch_end(self, stage: str) -> dict[str, float]:
-        self.evaluators[stage].process(*self.eval_pools.pop(stage).flush())
+        self._process_released(stage, *self.eval_pools.pop(stage).flush())
+        writer = self.results_writers.pop(stage, None)
+        if writer is not None:
+            writer.close()  # before the collective evaluate: rank 0 merges after it
         metrics = self.evaluators[stage].evaluate()
+        if writer is not None:
+            writer.finish()
         # NaN (an empty group, e.g. crowded10 on a split without crowded images) is logged as
         # NaN next to its count: checkpoint monitors treat it as "not better".
         clean = {f"{stage}/{k}": float(v) for k, v in metrics.items() if v is not None}
