@@ -70,6 +70,9 @@ class CocoResultsWriter:
         out_dir: directory of the results file(s); created.
         per_iteration: also write one file per refinement iterate carried by the detections.
         rank / world_size: default: from ``torch.distributed`` (0 / 1 when not initialised).
+            With the defaults under DDP the constructor is collective: every rank writes its part
+            under rank 0's ``out_dir`` (ranks may have been given different run folders), so
+            rank 0 finds every part.
     """
 
     def __init__(self, out_dir: str | Path, per_iteration: bool = False,
@@ -79,6 +82,10 @@ class CocoResultsWriter:
         default_rank, default_world = _rank_world()
         self.rank = default_rank if rank is None else rank
         self.world_size = default_world if world_size is None else world_size
+        if rank is None and world_size is None and self.world_size > 1:
+            shared = [str(self.out_dir)]
+            dist.broadcast_object_list(shared, src=0)
+            self.out_dir = Path(shared[0])
         self._parts: dict[str, IO[str]] = {}  # source ("" final, "iter{t}") -> open part
         self._sources: set[str] = set()
 
