@@ -14,7 +14,6 @@ from typing import Any
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from hydra.utils import instantiate
 from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
 from omegaconf import DictConfig, OmegaConf
@@ -23,6 +22,7 @@ from region_sam3.data.batch import FindQueryBatch
 from region_sam3.data.sam3_adapter import to_sam3_batch
 from region_sam3.eval import DetectionPool, EvaluatorList, PostProcessor
 from region_sam3.eval.config import check_evaluation_config
+from region_sam3.lit.distillation import DistillationMixin
 from region_sam3.lit.evaluation import EvaluationMixin, final_output
 from region_sam3.lit.nonfinite import (
     GradientGuard,
@@ -49,7 +49,7 @@ def _plain(cfg: Any) -> Any:
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
 
 
-class RegionSam3Module(EvaluationMixin, L.LightningModule):
+class RegionSam3Module(DistillationMixin, EvaluationMixin, L.LightningModule):
     """Trains SAM3's heads (and the region head) on find queries.
 
     Args:
@@ -274,58 +274,6 @@ class RegionSam3Module(EvaluationMixin, L.LightningModule):
     def forward(self, batch: FindQueryBatch) -> dict[str, Any]:
         """Final SAM3 output dict for a `FindQueryBatch` (per-query tensors `[B,Q,...]`)."""
         return final_output(self.net(to_sam3_batch(batch, self.device)))
-
-    def _teacher_embeddings(self, batch: FindQueryBatch, masks: torch.Tensor,
-                            use_cache: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """Teacher region embeddings `[T,D]` and valid flags `[T]` for `masks [T,H,W]`.
-
-        Without the cache no host-device sync: targets are grouped per image with the
-        collator's host copy of their image rows (`FindQueryBatch.host_target_images`).
-        """
-        images = batch.images * 0.5 + 0.5  # undo SAM3's mean/std 0.5 normalisation -> [0,1]
-        image_index = batch.host_target_images()
-        if not (use_cache and self.teacher_cache is not None):
-            return self.teacher(images, masks.float(), image_index, return_valid=True)
-        # Cache path: host work on purpose. The cache lives on disk and is keyed by Python ids,
-        # so the image / annotation ids are read back and the embeddings of a miss go through
-        # the CPU anyway; this costs a couple of syncs per step, far below the file I/O.
-        embeds = torch.zeros(masks.shape[0], self.teacher.embed_dim, device=self.device)
-        image_ids = batch.image_ids.tolist()
-        annotation_ids = batch.annotation_ids.tolist()
-        for i, image_id in enumerate(image_ids):
-            rows = [t for t, n in enumerate(image_index) if n == i]
-            if not rows:
-                continue
-            ann_ids = [annotation_ids[t] for t in rows]
-            cached = self.teacher_cache.get(image_id, ann_ids)
-            rows_t = torch.as_tensor(rows, dtype=torch.long).to(masks.device, non_blocking=True)
-            if cached is None:
-                emb, valid = self.teacher(images[i:i + 1], masks[rows_t].float(),
-                                          [0] * len(rows), return_valid=True)
-                cached = emb * valid[:, None]  # invalid rows stored as zeros
-                self.teacher_cache.put(image_id, ann_ids, cached.cpu())
-            embeds[rows_t.to(self.device)] = cached.to(self.device, embeds.dtype)
-        return embeds, embeds.abs().sum(dim=1) > 0
-
-    def _distillation_losses(self, batch: FindQueryBatch, out: dict[str, Any]) -> dict:
-        """Distillation terms of the matched (query, target) pairs: `region_embed [B,Q,D]`
-        gathered at the matcher's indices `[M]` against the teacher's `[T,D]` rows. Rows whose
-        teacher mask was empty get weight 0 (not dropped: no data-dependent shape, no sync)."""
-        batch_idx, query_idx, target_idx = out["indices"][:3]
-        if target_idx is None:
-            target_idx = torch.arange(batch_idx.numel(), device=batch_idx.device)
-        if self.hparams.teacher_masks == "student":
-            up = F.interpolate(out["pred_masks"][batch_idx, query_idx][:, None].detach().float(),
-                               size=batch.masks.shape[-2:], mode="bilinear", align_corners=False)
-            masks = torch.zeros_like(batch.masks, dtype=torch.float)
-            masks[target_idx] = up[:, 0].sigmoid()
-        else:
-            masks = batch.masks
-        teacher_embeds, valid = self._teacher_embeddings(
-            batch, masks, use_cache=self.hparams.teacher_masks == "gt")
-        student = F.normalize(out["region_embed"][batch_idx, query_idx].float(), dim=-1)
-        return self.distill(student, teacher_embeds[target_idx], text_embeds=self._text_embeds,
-                            step=self.global_step, weight=valid[target_idx].float())
 
     def _losses(self, batch: FindQueryBatch) -> dict[str, torch.Tensor]:
         # The per-query mask union is only built when SAM3's semantic-head loss is on (a
