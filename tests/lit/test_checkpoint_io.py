@@ -106,3 +106,41 @@ def test_trainer_fit_writes_checkpoints_through_the_plugin(tmp_path):
     names = sorted(os.listdir(ckpt_dir))
     assert "last.ckpt" in names and len(names) == 3, names  # two epochs + last, no temp files
     assert AtomicCheckpointIO().load_checkpoint(ckpt_dir / "last.ckpt")["epoch"] == 1
+
+
+_KILLED_WRITER = """
+import sys, time, torch
+from region_sam3.lit.checkpoint_io import AtomicCheckpointIO
+
+def stalled_save(obj, f, *args, **kwargs):
+    f.write(b"PK\\x03\\x04 half of a checkpoint")
+    f.flush()
+    print("writing", flush=True)
+    time.sleep(60)  # killed here, mid-write
+
+torch.save = stalled_save
+AtomicCheckpointIO().save_checkpoint({"epoch": 2}, sys.argv[1])
+"""
+
+
+def test_sigkill_mid_save_leaves_previous_checkpoint_loadable(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO_ROOT
+
+    target = tmp_path / "last.ckpt"
+    AtomicCheckpointIO().save_checkpoint(_state(1), target)
+    proc = subprocess.Popen([sys.executable, "-c", _KILLED_WRITER, str(target)], cwd=REPO_ROOT,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "writing"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    assert AtomicCheckpointIO().load_checkpoint(target)["epoch"] == 1
