@@ -52,8 +52,19 @@ def _write_report(metrics_path: Path, metrics: dict[str, float], model: Any, dat
     from region_sam3.reporting import write_run_report
 
     splits = list(getattr(datamodule, "test_splits", None) or ["test"])
-    write_run_report(metrics_path, metrics, splits, net=getattr(model, "net", None),
-                     datamodule=datamodule, meta=meta)
+    report = write_run_report(metrics_path, metrics, splits, net=getattr(model, "net", None),
+                              datamodule=datamodule, meta=meta)
+    _log_summary(metrics, splits, metrics_path, report)
+
+
+def _log_summary(metrics: dict[str, float], splits: list[str], metrics_path: Path,
+                 report: Path) -> None:
+    """The compact per-split table (AP ... mIoU top-K, M^0 vs M^T) at the end of the console;
+    every other metric is in the JSON and report.md. Called on rank 0 only."""
+    from region_sam3.reporting import summary_tables
+
+    log.info("Test summary (all metrics: %s, %s):\n%s", metrics_path, report,
+             summary_tables(metrics, splits))
 
 
 def check_missing_values(cfg: DictConfig) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import math
 
 import pytest
 import torch
@@ -33,7 +35,7 @@ def compose_eval(tmp_path, data_dir, overrides):
 
 
 def test_eval_uses_checkpoint_resolution_and_applies_evaluation_overrides(
-        ckpt_112, synthetic_data_dir, tmp_path):
+        ckpt_112, synthetic_data_dir, tmp_path, caplog):
     assert torch.load(ckpt_112, weights_only=False)["hyper_parameters"]["sam3"]["arch"][
         "image_size"] == RES
     cfg = compose_eval(tmp_path, synthetic_data_dir, [
@@ -41,7 +43,14 @@ def test_eval_uses_checkpoint_resolution_and_applies_evaluation_overrides(
         "model.evaluation.boundary=false", "model.evaluation.cgf1=true",
         "model.evaluation.max_dets_per_image=7", "data.num_workers=0"])
     assert cfg.data.resolution == 224  # what the eval config alone would have used
-    metrics, objects = eval_task(cfg)
+    with caplog.at_level(logging.INFO, logger="region_sam3.tasks"):
+        metrics, objects = eval_task(cfg)
+    summaries = [r.getMessage() for r in caplog.records if "Test summary" in r.getMessage()]
+    assert len(summaries) == 1  # one compact table at the end, AP and cgF1 under their labels
+    assert "| crowded |" in summaries[0] and "cgF1" in summaries[0]
+    for key in ("test/mask/AP", "test/mask/AP50", "test/cgf1/cgF1"):
+        value = metrics[key]  # a weak tiny model may have NaN: it must read n/a, not 0
+        assert ("n/a" if math.isnan(value) else f"| {value:.3f} |") in summaries[0], key
     assert objects["datamodule"].hparams.resolution == RES
     assert objects["model"].postprocessor.max_dets == 7
     assert not any("boundary" in k for k in metrics), sorted(metrics)
