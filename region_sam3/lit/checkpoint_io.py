@@ -70,6 +70,19 @@ def newest_loadable_checkpoint(folder: Path, exclude: Path | None = None) -> Pat
     return None
 
 
+def remove_stale_temp_files(target: Path) -> list[Path]:
+    """Delete temp files a killed earlier save of `target` left behind; returns them.
+
+    Only the saving rank writes a given target, so a temp file of the same name at the start of
+    a save is never another writer's file in progress.
+    """
+    stale = sorted(target.parent.glob(f".{target.name}.*.tmp"))
+    for path in stale:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+    return stale
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """`TorchCheckpointIO` whose local saves are atomic and whose loads name a broken file.
 
@@ -85,6 +98,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             return
         target = Path(path).expanduser().absolute()
         target.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temp_files(target)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         tmp = Path(tmp_name)
         try:

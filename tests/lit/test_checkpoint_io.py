@@ -144,3 +144,14 @@ def test_sigkill_mid_save_leaves_previous_checkpoint_loadable(tmp_path):
             proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
     assert AtomicCheckpointIO().load_checkpoint(target)["epoch"] == 1
+
+
+def test_next_save_removes_temp_files_a_killed_save_left(tmp_path):
+    io = AtomicCheckpointIO()
+    target = tmp_path / "last.ckpt"
+    io.save_checkpoint(_state(1), target)
+    (tmp_path / ".last.ckpt.abc123.tmp").write_bytes(b"half a checkpoint")  # SIGKILL mid-save
+    (tmp_path / ".epoch_000.ckpt.x.tmp").write_bytes(b"another target's")
+    io.save_checkpoint(_state(2), target)
+    assert sorted(os.listdir(tmp_path)) == [".epoch_000.ckpt.x.tmp", "last.ckpt"]
+    assert io.load_checkpoint(target)["epoch"] == 2
