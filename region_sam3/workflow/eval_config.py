@@ -31,6 +31,13 @@ def cli_overrides(cfg: DictConfig) -> list[str]:
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
+def addable_split_overrides(argv: list[str]) -> list[str]:
+    """``data.splits.NAME.key=v`` -> ``++data.splits.NAME.key=v`` (Hydra's add-or-override), so
+    ``python eval.py data.splits.mine.image_dir=... data.splits.mine.ann_file=...`` adds a split
+    the composed config lacks instead of Hydra's "Could not override"; other args unchanged."""
+    return [f"++{a}" if a.startswith(EVAL_DATA_ADDABLE) and "=" in a else a for a in argv]
+
+
 def _parse(item: str) -> tuple[str, bool]:
     """``"+data.x=1"`` -> ``("data.x", True)`` (key without prefix, is an addition)."""
     key = item.split("=", 1)[0]
