@@ -106,16 +106,17 @@ def write_my_coco(root):
     return image_dir, ann_file
 
 
+@pytest.mark.parametrize("group", [[], ["data=coco"]], ids=["checkpoint_data", "data=coco"])
 def test_checkpoint_evaluates_on_a_new_coco_split_with_its_categories(
-        ckpt_112, synthetic_data_dir, tmp_path):
+        ckpt_112, synthetic_data_dir, tmp_path, group):
     image_dir, ann_file = write_my_coco(tmp_path / "mydata")
     out = tmp_path / "eval_mine_metrics.json"
     # as `python eval.py ...` passes them (eval.py makes the split keys addable for Hydra)
     args = addable_split_overrides([
-        f"ckpt_path={ckpt_112}", f"data.splits.mine.image_dir={image_dir}",
+        f"ckpt_path={ckpt_112}", *group, f"data.splits.mine.image_dir={image_dir}",
         f"data.splits.mine.ann_file={ann_file}", "data.test_split=mine", f"metrics_file={out}",
         "data.num_workers=0", "model.evaluation.boundary=false"])
-    assert args[1].startswith("++data.splits.mine.") and args[0].startswith("ckpt_path=")
+    assert args[len(group) + 1].startswith("++data.splits.mine.")
     metrics, objects = eval_task(compose_eval(tmp_path, synthetic_data_dir, args))
     assert objects["datamodule"].category_names == MY_CATEGORIES
     assert objects["datamodule"].hparams.resolution == RES  # model still the checkpoint's
