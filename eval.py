@@ -1,13 +1,19 @@
 """Evaluate a checkpoint: `python eval.py ckpt_path=<run>/checkpoints/last.ckpt [data.test_split=crowded]`.
 
 Without an existing `ckpt_path` it exits with status 2 and a one-line message before Hydra
-creates a run folder (the `hydra.callbacks` of `conf/eval.yaml`).
+creates a run folder (the `hydra.callbacks` of `conf/eval.yaml`). Evaluate on your own COCO-format
+data: `python eval.py ckpt_path=... data.splits.mine.image_dir=<dir> data.splits.mine.ann_file=<json>
+data.test_split=mine`.
 """
 
 from __future__ import annotations
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
+
+from region_sam3.workflow.eval_config import addable_split_overrides
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
@@ -19,4 +25,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    # `data.splits.NAME.image_dir=...` adds a split to evaluate on (no `+` needed).
+    sys.argv[1:] = addable_split_overrides(sys.argv[1:])
     main()

@@ -14,11 +14,15 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
-from region_sam3.eval.config import EVALUATION_KEYS
 from region_sam3.utils.instantiate import instantiate_callbacks, instantiate_loggers
 from region_sam3.utils.resolvers import MissingConfigValueError
 from region_sam3.utils.seeding import seed_everything
 from region_sam3.utils.threads import apply_num_threads
+from region_sam3.workflow.eval_config import (  # noqa: F401  (re-exported)
+    EvalOverrideError,
+    checkpoint_config,
+    cli_overrides,
+)
 
 log = logging.getLogger(__name__)
 
@@ -180,95 +184,11 @@ def optimized_metric(metrics: dict[str, float], name: str | None) -> float | Non
     return None if math.isnan(value) else value
 
 
-#: `model.*` keys an evaluation may change; everything else is the trained model itself.
-EVAL_MODEL_KEYS = ("model.evaluation.", "model.teacher_cache_dir")
-
-
-class EvalOverrideError(ValueError):
-    """A command-line override that cannot apply to the checkpoint being evaluated."""
-
-
-def cli_overrides(cfg: DictConfig) -> list[str]:
-    """The command-line overrides of this run (``key=value`` strings, Hydra syntax)."""
-    if "hydra" in cfg:  # compose(..., return_hydra_config=True)
-        return list(cfg.hydra.overrides.task)
-    from hydra.core.hydra_config import HydraConfig
-
-    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-
-
-def _override_keys(overrides: list[str], group: str) -> list[tuple[str, bool]]:
-    """``[(key under group, is_addition)]`` of the overrides of ``group`` (``model``/``data``)."""
-    out = []
-    for item in overrides:
-        key = item.split("=", 1)[0]
-        add = key.startswith("+")
-        key = key.lstrip("+~")
-        if key == group or key.startswith(group + "/"):
-            raise EvalOverrideError(
-                f"{key}: config-group overrides cannot apply in eval.py (the model and data "
-                f"come from the checkpoint); override single keys such as {group}.x=...")
-        if key.startswith(group + "."):
-            out.append((key, add))
-    return out
-
-
-def checkpoint_config(cfg: DictConfig, checkpoint: dict[str, Any], ckpt_path: Path) -> DictConfig:
-    """Model and data configs of the checkpoint, with this run's command-line overrides.
-
-    * model: the LightningModule hyper-parameters saved in the checkpoint; only
-      ``model.evaluation.*`` / ``model.teacher_cache_dir`` overrides apply (any other
-      ``model.*`` key would describe a different model than the weights: error).
-    * data: the datamodule hyper-parameters saved in the checkpoint (else ``conf/data``), then
-      every ``data.*`` override; ``data.resolution`` always equals the loaded model's input
-      size (an override asking for another one is an error).
-    * trainer / logger / paths: this run's config.
-    """
-    hparams = dict(checkpoint.get("hyper_parameters") or {})
-    if "sam3" not in hparams:
-        raise ValueError(f"{ckpt_path} has no model hyper-parameters: was it written by train.py?")
-    overrides = cli_overrides(cfg)
-    model = OmegaConf.create({"_target_": "region_sam3.lit.module.RegionSam3Module",
-                              **{k: v for k, v in hparams.items()}})
-    for key, add in _override_keys(overrides, "model"):
-        if not key.startswith(EVAL_MODEL_KEYS):
-            raise EvalOverrideError(
-                f"{key}: cannot apply to a trained checkpoint (it would describe another model "
-                f"than the weights in {ckpt_path}); eval.py accepts "
-                f"{', '.join(k + ('*' if k.endswith('.') else '') for k in EVAL_MODEL_KEYS)}")
-        sub = key.removeprefix("model.")
-        missing = OmegaConf.select(model, sub, default="<missing>") == "<missing>"
-        # A known evaluation knob may be absent from an older checkpoint: it is added.
-        known = sub.startswith("evaluation.") and sub.split(".")[1] in EVALUATION_KEYS
-        if missing and not (add or known):
-            raise EvalOverrideError(f"{key}: the checkpoint's model config has no such key")
-        OmegaConf.update(model, sub, OmegaConf.select(cfg, key), merge=True, force_add=True)
-
-    saved_data = checkpoint.get("datamodule_hyper_parameters")
-    data = OmegaConf.create(dict(saved_data)) if saved_data else OmegaConf.create(
-        OmegaConf.to_container(cfg.data, resolve=True))
-    data._target_ = cfg.data._target_
-    for key, _ in _override_keys(overrides, "data"):
-        sub = key.removeprefix("data.")
-        if OmegaConf.select(data, sub, default="<missing>") == "<missing>":
-            raise EvalOverrideError(f"{key}: the checkpoint's data config has no such key")
-        OmegaConf.update(data, sub, OmegaConf.select(cfg, key), merge=True, force_add=True)
-    resolution = OmegaConf.select(model, "sam3.arch.image_size")
-    if resolution is not None:
-        asked = [k for k, _ in _override_keys(overrides, "data") if k == "data.resolution"]
-        if asked and int(cfg.data.resolution) != int(resolution):
-            raise EvalOverrideError(
-                f"data.resolution={cfg.data.resolution}: the checkpoint's model takes "
-                f"{resolution} px inputs; data resolution always follows the loaded model")
-        data.resolution = int(resolution)
-    return OmegaConf.create({"model": model, "data": data})
-
-
 def eval_task(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """Evaluate a checkpoint written by `train.py` on `data.test_split`; write metrics JSON.
 
     The model and data configs come from the checkpoint, then this run's command-line
-    overrides (see `checkpoint_config`); the trainer is this run's.
+    overrides (see `region_sam3.workflow.eval_config.checkpoint_config`); the trainer is this run's.
     """
     from region_sam3.lit.module import RegionSam3Module
 

@@ -11,6 +11,7 @@ import torch
 from helpers import compose_task
 
 from region_sam3.tasks import eval_task, train_task
+from region_sam3.workflow.eval_config import addable_split_overrides
 
 pytestmark = pytest.mark.slow  # trains a tiny model once (~40 s on 2 cores)
 
@@ -64,9 +65,65 @@ def test_eval_uses_checkpoint_resolution_and_applies_evaluation_overrides(
     ("+model.evaluation.bogus=1", r"model.evaluation: unknown key\(s\) \['bogus'\]"),
     ("data.resolution=224", "data.resolution=224: the checkpoint's model takes 112"),
     ("+data.no_such_key=1", "data.no_such_key: the checkpoint's data config has no such key"),
+    ("+data.synthetic.splits.mine.num_images=3",
+     "data.synthetic.splits.mine.num_images: the checkpoint's data config has no such key"),
+    ("model=default", "model: config-group overrides of the model cannot apply"),
 ])
 def test_overrides_that_cannot_apply_are_errors_naming_the_key(
         ckpt_112, synthetic_data_dir, tmp_path, override, match):
     cfg = compose_eval(tmp_path, synthetic_data_dir, [f"ckpt_path={ckpt_112}", override])
     with pytest.raises(ValueError, match=match):
         eval_task(cfg)
+
+
+#: categories of the user's dataset: ids and names the synthetic checkpoint never saw
+MY_CATEGORIES = {7: "teapot", 42: "striped kite"}
+
+
+def write_my_coco(root):
+    """Two non-square images (60x80, 50x70) with polygon instances of MY_CATEGORIES."""
+    import numpy as np
+    from PIL import Image
+
+    image_dir = root / "images"
+    image_dir.mkdir(parents=True)
+    images, annotations = [], []
+    rng = np.random.default_rng(0)
+    for image_id, (h, w) in ((3, (60, 80)), (9, (50, 70))):
+        pixels = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+        pixels[10:30, 10:40] = (200, 30, 30)
+        Image.fromarray(pixels).save(image_dir / f"im{image_id}.png")
+        images.append({"id": image_id, "file_name": f"im{image_id}.png", "height": h, "width": w})
+        for k, (cat, (x, y, s)) in enumerate(zip(MY_CATEGORIES, ((10, 10, 20), (40, 25, 15)))):
+            annotations.append({
+                "id": 100 * image_id + k, "image_id": image_id, "category_id": cat, "iscrowd": 0,
+                "segmentation": [[x, y, x + s, y, x + s, y + s, x, y + s]],
+                "area": float(s * s), "bbox": [x, y, s, s]})
+    ann_file = root / "my_instances.json"
+    ann_file.write_text(json.dumps({
+        "images": images, "annotations": annotations,
+        "categories": [{"id": i, "name": n} for i, n in MY_CATEGORIES.items()]}))
+    return image_dir, ann_file
+
+
+@pytest.mark.parametrize("group", [[], ["data=coco"]], ids=["checkpoint_data", "data=coco"])
+def test_checkpoint_evaluates_on_a_new_coco_split_with_its_categories(
+        ckpt_112, synthetic_data_dir, tmp_path, group):
+    image_dir, ann_file = write_my_coco(tmp_path / "mydata")
+    out = tmp_path / "eval_mine_metrics.json"
+    # as `python eval.py ...` passes them (eval.py makes the split keys addable for Hydra)
+    args = addable_split_overrides([
+        f"ckpt_path={ckpt_112}", *group, f"data.splits.mine.image_dir={image_dir}",
+        f"data.splits.mine.ann_file={ann_file}", "data.test_split=mine", f"metrics_file={out}",
+        "data.num_workers=0", "model.evaluation.boundary=false"])
+    assert args[len(group) + 1].startswith("++data.splits.mine.")
+    metrics, objects = eval_task(compose_eval(tmp_path, synthetic_data_dir, args))
+    assert objects["datamodule"].category_names == MY_CATEGORIES
+    assert objects["datamodule"].hparams.resolution == RES  # model still the checkpoint's
+    written = json.loads(out.read_text())
+    assert written["split"] == "mine" and "test/mask/AP" in written["metrics"]
+    results = json.loads((tmp_path / "eval_results" / "mine" / "coco_instances_results.json")
+                         .read_text())
+    assert results, "no detections written"
+    assert {r["category_id"] for r in results} <= set(MY_CATEGORIES)
+    assert {r["image_id"] for r in results} <= {3, 9}
