@@ -24,6 +24,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import open_dict
 
 from region_sam3.tasks import check_missing_values
+from region_sam3.workflow.eval_config import addable_split_overrides
 
 DOCS = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
 SCRIPTS = {"train.py": "train", "eval.py": "eval"}
@@ -87,6 +88,8 @@ def compose_command(command: str, tmp_path: Path):
     args = [t for t in tokens[2:] if t not in ("-m", "--multirun", "...")]
     assert all(not a.startswith("-") for a in args), f"unhandled flag in: {command}"
     overrides = first_sweep_point(args)
+    if tokens[1] == "eval.py":  # what eval.py's __main__ does to its command line
+        overrides = addable_split_overrides(overrides)
     # where the run would write; a command that sets them itself wins (later override)
     base = [f"paths.output_dir={tmp_path}", f"paths.work_dir={tmp_path}",
             f"paths.log_dir={tmp_path / 'logs'}"]
