@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from sam3.model.sam3_image_processor import Sam3Processor
 
+from region_sam3.outputs import parse_iter_mask_key
+
 
 class RegionAwareProcessor(Sam3Processor):
     """`Sam3Processor` that also keeps the region head's outputs of the kept detections.
@@ -60,8 +62,8 @@ class RegionAwareProcessor(Sam3Processor):
         iters: dict[int, torch.Tensor] = {}
         if self.return_iterations:
             for key, value in captured.items():
-                if key.startswith("pred_masks_iter"):
-                    iters[int(key.removeprefix("pred_masks_iter"))] = value[keep].float()
+                if (t := parse_iter_mask_key(key)) is not None:
+                    iters[t] = value[keep].float()
         state["iter_mask_logits"] = iters
         return state
 
