@@ -32,7 +32,7 @@ __all__ = [
     "ITER_METRIC_RE",
     "STAGE_ITER_METRIC_RE",
     "split_iter_metric_key",
-    "detection_scores",
+    "presence_scores",
 ]
 
 ITER_MASK_PREFIX = "pred_masks_iter"
@@ -96,7 +96,7 @@ def split_iter_metric_key(key: str) -> tuple[int, str] | None:
     return (int(m.group(1)), m.group(2)) if m else None
 
 
-def detection_scores(pred_logits: Tensor, presence_logit: Tensor) -> Tensor:
+def presence_scores(pred_logits: Tensor, presence_logit: Tensor) -> Tensor:
     """``sigmoid(pred_logits) * sigmoid(presence)`` per query.
 
     Args:

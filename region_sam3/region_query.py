@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from sam3.model.sam3_image_processor import Sam3Processor
 
-from region_sam3.outputs import parse_iter_mask_key
+from region_sam3.outputs import parse_iter_mask_key, presence_scores
 
 
 class RegionAwareProcessor(Sam3Processor):
@@ -52,8 +52,7 @@ class RegionAwareProcessor(Sam3Processor):
         finally:
             del self.model.__dict__["forward_grounding"]
         # The very same `keep` as Sam3Processor._forward_grounding (same ops, same order).
-        probs = captured["pred_logits"].sigmoid()
-        probs = (probs * captured["presence_logit_dec"].sigmoid().unsqueeze(1)).squeeze(-1)
+        probs = presence_scores(captured["pred_logits"], captured["presence_logit_dec"])
         keep = probs > self.confidence_threshold
         embed = captured.get("region_embed")
         state["region_embeds"] = (

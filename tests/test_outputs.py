@@ -6,11 +6,11 @@ import torch
 
 from region_sam3.outputs import (
     collect_iter_masks,
-    detection_scores,
     iter_mask_items,
     iter_mask_key,
     iter_mask_keys,
     parse_iter_mask_key,
+    presence_scores,
     same_tensor,
     split_iter_metric_key,
 )
@@ -59,7 +59,7 @@ def test_detection_scores_equal_old_expressions() -> None:
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(3, 5, 1, generator=g) * 4
     presence = torch.randn(3, 1, generator=g) * 4
-    got = detection_scores(logits, presence)
+    got = presence_scores(logits, presence)
     assert got.shape == (3, 5)
     # eval/postprocess.py before issue 21
     assert torch.equal(got, logits[..., 0].sigmoid() * presence.reshape(3, 1).sigmoid())

@@ -47,7 +47,7 @@ from region_sam3.eval.types import (
     RegionPairs,
     encode_masks,
 )
-from region_sam3.outputs import parse_iter_mask_key, same_tensor
+from region_sam3.outputs import parse_iter_mask_key, presence_scores, same_tensor
 
 
 @dataclass
@@ -84,9 +84,8 @@ class BatchLayout:
 
 def detection_scores(out: Mapping[str, Tensor]) -> Tensor:
     """``[B, Q]`` float32 ``sigmoid(pred_logits[..., 0]) * sigmoid(presence_logit_dec)``."""
-    logits = out["pred_logits"][..., 0].float()
-    presence = out["presence_logit_dec"].float().reshape(logits.shape[0], 1)
-    return logits.sigmoid() * presence.sigmoid()
+    logits = out["pred_logits"].float()
+    return presence_scores(logits, out["presence_logit_dec"].float().reshape(logits.shape[0], 1))
 
 
 def top_per_image(
