@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from sam3.model.sam3_image_processor import Sam3Processor
 
+from region_sam3.outputs import parse_iter_mask_key, presence_scores
+
 
 class RegionAwareProcessor(Sam3Processor):
     """`Sam3Processor` that also keeps the region head's outputs of the kept detections.
@@ -50,8 +52,7 @@ class RegionAwareProcessor(Sam3Processor):
         finally:
             del self.model.__dict__["forward_grounding"]
         # The very same `keep` as Sam3Processor._forward_grounding (same ops, same order).
-        probs = captured["pred_logits"].sigmoid()
-        probs = (probs * captured["presence_logit_dec"].sigmoid().unsqueeze(1)).squeeze(-1)
+        probs = presence_scores(captured["pred_logits"], captured["presence_logit_dec"])
         keep = probs > self.confidence_threshold
         embed = captured.get("region_embed")
         state["region_embeds"] = (
@@ -60,8 +61,8 @@ class RegionAwareProcessor(Sam3Processor):
         iters: dict[int, torch.Tensor] = {}
         if self.return_iterations:
             for key, value in captured.items():
-                if key.startswith("pred_masks_iter"):
-                    iters[int(key.removeprefix("pred_masks_iter"))] = value[keep].float()
+                if (t := parse_iter_mask_key(key)) is not None:
+                    iters[t] = value[keep].float()
         state["iter_mask_logits"] = iters
         return state
 

@@ -29,7 +29,6 @@ device by sam3's ``rle_encode``; on CPU pycocotools encodes a ``K x H x W`` uint
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -48,8 +47,7 @@ from region_sam3.eval.types import (
     RegionPairs,
     encode_masks,
 )
-
-ITER_KEY = re.compile(r"^pred_masks_iter(\d+)$")
+from region_sam3.outputs import parse_iter_mask_key, presence_scores, same_tensor
 
 
 @dataclass
@@ -86,9 +84,8 @@ class BatchLayout:
 
 def detection_scores(out: Mapping[str, Tensor]) -> Tensor:
     """``[B, Q]`` float32 ``sigmoid(pred_logits[..., 0]) * sigmoid(presence_logit_dec)``."""
-    logits = out["pred_logits"][..., 0].float()
-    presence = out["presence_logit_dec"].float().reshape(logits.shape[0], 1)
-    return logits.sigmoid() * presence.sigmoid()
+    logits = out["pred_logits"].float()
+    return presence_scores(logits, out["presence_logit_dec"].float().reshape(logits.shape[0], 1))
 
 
 def top_per_image(
@@ -150,15 +147,10 @@ def iteration_sources(out: Mapping[str, Any]) -> tuple[dict[int, Tensor], int | 
     final = out["pred_masks"]
     sources, final_t = {}, None
     for key, value in out.items():
-        m = ITER_KEY.match(key)
-        if m is None:
+        t = parse_iter_mask_key(key)
+        if t is None:
             continue
-        t = int(m.group(1))
-        same = value is final or (
-            value.shape == final.shape and value.stride() == final.stride()
-            and value.data_ptr() == final.data_ptr()
-        )
-        if same:
+        if same_tensor(value, final):
             final_t = t
         else:
             sources[t] = value

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-ITER_RE = re.compile(r"^iter(\d+)/(.+)$")
+from region_sam3.outputs import ITER_METRIC_RE as ITER_RE
 
 
 def _fmt(v: float, digits: int) -> str:

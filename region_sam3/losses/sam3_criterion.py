@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import re
 from collections.abc import Iterator, Mapping, Sequence
 
 import torch
@@ -42,8 +41,8 @@ from sam3.train.loss.sam3_loss import Sam3LossWrapper
 from sam3.train.matcher import BinaryOneToManyMatcher
 
 from region_sam3.models.sam3_arch import build_matcher
+from region_sam3.outputs import iter_mask_items
 
-_ITER_KEY = re.compile(r"^pred_masks_iter(\d+)$")
 _UPSTREAM_FOCAL = loss_fns.sigmoid_focal_loss
 
 
@@ -137,9 +136,7 @@ class PointSampledMasks(Masks):
         }
 
     def get_loss(self, outputs, targets, indices, num_boxes):  # noqa: D102
-        iter_keys = sorted(
-            (int(m.group(1)), k) for k in outputs if (m := _ITER_KEY.match(k))
-        )
+        iter_keys = iter_mask_items(outputs)
         if not iter_keys:
             return super().get_loss(outputs, targets, indices, num_boxes)
         weights = self.iter_loss_weights or [1.0] * len(iter_keys)

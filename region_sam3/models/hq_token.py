@@ -48,6 +48,7 @@ from sam3.model.model_misc import MLP, LayerNorm2d
 from torch import Tensor, nn
 
 from region_sam3.models.baselines import count_params, keep_requires_grad, region_head_budget
+from region_sam3.outputs import iter_mask_items
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +165,7 @@ class HQTokenBaseline:
             )
             final = out["pred_masks"] + masks_hq.to(out["pred_masks"].dtype)
             # the last refinement iterate is the final output: keep them the same tensor
-            last = [k for k in out if k.startswith("pred_masks_iter")]
+            last = [k for _, k in iter_mask_items(out)]
             for k in last:
                 if out[k] is out["pred_masks"]:
                     out[k] = final

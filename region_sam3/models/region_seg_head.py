@@ -31,14 +31,13 @@ All per-query keys are in ``instance_keys`` so ``Sam3Image._run_segmentation_hea
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch.nn as nn
 from sam3.model.maskformer_segmentation import UniversalSegmentationHead
 from torch import Tensor
 
 from region_sam3.models.pooling import seq_to_spatial
 from region_sam3.models.region_head import RegionHead, masked_mean_text
+from region_sam3.outputs import collect_iter_masks, iter_mask_keys
 
 __all__ = [
     "RegionAwareSegmentationHead",
@@ -50,25 +49,6 @@ __all__ = [
 
 #: per-query outputs added by the region head besides the per-iteration masks
 REGION_KEYS = ("region_tokens", "region_embed", "region_gate")
-
-
-def iter_mask_keys(num_iters: int) -> list[str]:
-    """Output keys of the per-iteration masks M^0..M^T: ``pred_masks_iter{t}``."""
-    return [f"pred_masks_iter{t}" for t in range(num_iters + 1)]
-
-
-def collect_iter_masks(out: dict[str, Any], num_iters: int, suffix: str = "") -> list[Tensor]:
-    """Gather [M^0, ..., M^T] from a model output dict.
-
-    Args:
-        out: SAM3 output dict (after ``_run_segmentation_heads``) or the head's own output.
-        num_iters: T.
-        suffix: ``""`` for one-to-one queries, ``"_o2m"`` for the one-to-many half.
-
-    Returns:
-        list of T+1 tensors [B,Q,H,W].
-    """
-    return [out[k + suffix] for k in iter_mask_keys(num_iters)]
 
 
 class RegionAwareSegmentationHead(UniversalSegmentationHead):

@@ -9,10 +9,11 @@ says how many images it had in `<group>/num_images` when the evaluator logs it.
 from __future__ import annotations
 
 import math
-import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+from region_sam3.outputs import ITER_METRIC_RE as _ITER
 
 #: (column title, key under a split/iteration prefix) of the main table
 MAIN_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -26,7 +27,7 @@ CURVES: tuple[tuple[str, str], ...] = (
     # threshold-free: the thresholded mIoU is 0 when no score reaches the threshold
     ("mIoU (top-K)", "miou/mIoU_topk"),
 )
-_ITER = re.compile(r"^iter(\d+)/(.+)$")
+
 NO_DATA = "n/a (0 images)"
 
 

@@ -8,10 +8,9 @@ stay in the metrics JSON and `report.md`. Keys are the LightningModule's public 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping, Sequence
 
-_ITER = re.compile(r"^iter(\d+)/(.+)$")
+from region_sam3.outputs import ITER_METRIC_RE as _ITER
 
 #: (column title, `<group>/<name>` key) of the summary, in display order
 SUMMARY_COLUMNS: tuple[tuple[str, str], ...] = (

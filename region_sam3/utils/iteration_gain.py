@@ -9,13 +9,13 @@ region head's effect alone.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping, Sequence
+
+from region_sam3.outputs import STAGE_ITER_METRIC_RE as _ITER
 
 # mIoU_topk (threshold-free) rather than mIoU: a weak base has no score above 0.5, so the
 # thresholded mIoU reads 0 for every iterate.
 GAIN_METRICS = ("mask/AP", "mask/AP50", "mask/AP_S", "mask/AR100", "boundary/AP", "miou/mIoU_topk")
-_ITER = re.compile(r"^(?P<stage>.+?)/iter(?P<t>\d+)/")
 
 
 def iteration_stages(metrics: Mapping[str, float]) -> list[str]:
