@@ -206,6 +206,7 @@ class Sam3Predictor:
         """
         from omegaconf import OmegaConf
 
+        from region_sam3.lit.head_only import IDENTITY_KEY, restore_frozen_base
         from region_sam3.lit.module import RegionSam3Module
 
         path = Path(path).expanduser()
@@ -217,16 +218,19 @@ class Sam3Predictor:
         if "sam3" not in hparams or "state_dict" not in ckpt:
             raise ValueError(f"{path} has no model hyper-parameters: was it written by train.py?")
         sam3_cfg = OmegaConf.create(hparams["sam3"])
-        # Every SAM3 tensor is in the Lightning checkpoint: do not re-read the original weights
-        # (which may not exist on this machine), as `region_sam3.tasks.eval_task` does.
-        sam3_cfg.checkpoint = None
-        sam3_cfg.from_hub = False
-        sam3_cfg.strict = False
+        # A full checkpoint holds every SAM3 tensor: do not re-read the original weights (which
+        # may not exist on this machine), as `region_sam3.tasks.eval_task` does. A head-only one
+        # (`base_identity`, lit/head_only.py) rebuilds the base from them and checks its hash.
+        if not ckpt.get(IDENTITY_KEY):
+            sam3_cfg.checkpoint = None
+            sam3_cfg.from_hub = False
+            sam3_cfg.strict = False
         hparams["sam3"] = sam3_cfg
         # The distillation teacher (a CLIP model) is training-only and its weights are not saved
         # in the checkpoint; building it would need its weights.
         hparams.update(teacher=None, distill=None, teacher_cache_dir=None)
         module = RegionSam3Module(**hparams)
+        restore_frozen_base(ckpt, module.state_dict(), where=str(path))
         prefix = "net."
         net_state = {
             k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)

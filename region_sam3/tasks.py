@@ -117,6 +117,8 @@ def train_task(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
 
     log.info("Instantiating model <%s>", cfg.model._target_)
     model: L.LightningModule = hydra.utils.instantiate(cfg.model)
+    # checkpoint.full_weights=false: checkpoints omit the frozen base (region_sam3/lit/head_only.py)
+    model.checkpoint_full_weights = bool((cfg.get("checkpoint") or {}).get("full_weights", False))
     log.info("Instantiating datamodule <%s>", cfg.data._target_)
     datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data)
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
@@ -190,6 +192,7 @@ def eval_task(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     The model and data configs come from the checkpoint, then this run's command-line
     overrides (see `region_sam3.workflow.eval_config.checkpoint_config`); the trainer is this run's.
     """
+    from region_sam3.lit.head_only import IDENTITY_KEY
     from region_sam3.lit.module import RegionSam3Module
 
     check_missing_values(cfg)
@@ -203,11 +206,12 @@ def eval_task(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     model_cfg = OmegaConf.to_container(composed.model, resolve=True)
     model_cfg.pop("_target_")
     sam3_cfg = OmegaConf.create(model_cfg["sam3"])
-    # The Lightning checkpoint holds every SAM3 tensor: do not re-read the original weights,
-    # which may not exist on this machine.
-    sam3_cfg.checkpoint = None
-    sam3_cfg.from_hub = False
-    sam3_cfg.strict = False
+    # A full checkpoint holds every SAM3 tensor: do not re-read the original weights, which may
+    # not exist on this machine. A head-only one (`base_identity`) rebuilds the base from them.
+    if not checkpoint.get(IDENTITY_KEY):
+        sam3_cfg.checkpoint = None
+        sam3_cfg.from_hub = False
+        sam3_cfg.strict = False
     model_cfg["sam3"] = sam3_cfg
     model = RegionSam3Module(**model_cfg)
     log.info("evaluating %s at %s px on %s", ckpt_path, composed.data.get("resolution"),

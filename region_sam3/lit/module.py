@@ -24,6 +24,7 @@ from region_sam3.eval import DetectionPool, EvaluatorList, PostProcessor
 from region_sam3.eval.config import check_evaluation_config
 from region_sam3.lit.distillation import DistillationMixin
 from region_sam3.lit.evaluation import EvaluationMixin, final_output
+from region_sam3.lit.head_only import restore_frozen_base, strip_frozen_base
 from region_sam3.lit.nonfinite import (
     GradientGuard,
     NonFiniteCheck,
@@ -171,6 +172,8 @@ class RegionSam3Module(DistillationMixin, EvaluationMixin, L.LightningModule):
         self._nonfinite = SkipCounter(cap=max_consecutive_nonfinite_skips)
         self._grad_guard = GradientGuard()  # non-finite gradients after a finite loss
         self._param_names: dict[int, str] | None = None
+        # `checkpoint.full_weights` (train.yaml): false stores no frozen base (`lit/head_only.py`)
+        self.checkpoint_full_weights = False
 
     # ------------------------------------------------------------------ setup helpers
     def _build_region_head(self, region_head: Mapping[str, Any] | None):
@@ -260,11 +263,14 @@ class RegionSam3Module(DistillationMixin, EvaluationMixin, L.LightningModule):
         state = checkpoint["state_dict"]
         for key in [k for k in state if k.startswith(TEACHER_PREFIX)]:
             del state[key]
+        if not self.checkpoint_full_weights:
+            strip_frozen_base(checkpoint, self.net, _plain(self.hparams.sam3))
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "rng_states" in checkpoint:
             _set_rng_states(checkpoint["rng_states"])
         self._nonfinite.load_state_dict(checkpoint.get(NONFINITE_KEY))  # absent (old): 0
+        restore_frozen_base(checkpoint, self.state_dict())  # head-only: base from its source
         if self.teacher is not None:
             checkpoint["state_dict"].update(
                 {TEACHER_PREFIX + k: v for k, v in self.teacher.state_dict().items()}

@@ -1,0 +1,81 @@
+"""Head-only checkpoints (issue 19 item 3): no frozen base tensor is stored, only its identity;
+loading rebuilds the base from its source and checks the hash."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import compose_task
+
+from region_sam3.lit.evaluation import final_output
+from region_sam3.lit.head_only import IDENTITY_KEY, BaseIdentityError, frozen_base_keys
+from region_sam3.lit.module import RegionSam3Module
+from region_sam3.predict import Sam3Predictor
+from region_sam3.tasks import train_task
+
+COMMON = ["model/sam3=tiny_base", "logger=csv", "test=false", "trainer.limit_train_batches=1",
+          "trainer.limit_val_batches=0", "trainer.max_epochs=1",
+          "callbacks.model_checkpoint.monitor=null", "~callbacks.metrics_plot", "seed=3"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, synthetic_data_dir):
+    """One-step runs with the frozen shipped tiny base: head-only (default) and full weights."""
+    out = {}
+    for name, extra in (("head", []), ("full", ["checkpoint.full_weights=true"])):
+        folder = tmp_path_factory.mktemp(name)
+        _, objects = train_task(compose_task("train", folder, synthetic_data_dir, [*COMMON, *extra]))
+        out[name] = (folder / "checkpoints" / "last.ckpt", objects["model"])
+    return out
+
+
+def test_head_only_drops_every_frozen_base_tensor(runs):
+    path, model = runs["head"]
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    frozen = set(frozen_base_keys(model.net))
+    assert frozen, "tiny_base freezes the backbone / transformer"
+    assert not frozen & set(ckpt["state_dict"]), "frozen base tensors were stored"
+    trainable = {"net." + n for n, p in model.net.named_parameters() if p.requires_grad}
+    assert trainable and trainable <= set(ckpt["state_dict"])
+    identity = ckpt[IDENTITY_KEY]
+    assert identity["source"] == "builtin:sam3_tiny_synthetic.pt"
+    assert identity["tensors"] == len(frozen) and len(identity["sha256"]) == 64
+    full_size = runs["full"][0].stat().st_size
+    assert path.stat().st_size < 0.5 * full_size, (path.stat().st_size, full_size)
+
+
+def test_full_weights_keeps_every_key(runs):
+    path, model = runs["full"]
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    assert IDENTITY_KEY not in ckpt
+    assert set(model.state_dict()) - {k for k in model.state_dict() if k.startswith("teacher.")} \
+        == set(ckpt["state_dict"])
+
+
+def test_load_gives_identical_state_and_outputs(runs, find_batch):
+    path, model = runs["head"]
+    loaded = RegionSam3Module.load_from_checkpoint(path, map_location="cpu", weights_only=False)
+    live, back = model.state_dict(), loaded.state_dict()
+    assert set(live) == set(back)
+    assert all(torch.equal(live[k].cpu(), back[k]) for k in live)
+    model.eval(), loaded.eval()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        a = final_output(model.cpu().net(find_batch))
+        b = final_output(loaded.net(find_batch))
+    for key in ("pred_logits", "pred_boxes", "pred_masks"):
+        assert torch.equal(a[key], b[key]), key
+    predictor = Sam3Predictor.from_lightning_checkpoint(path, device="cpu")
+    net_state = predictor.model.state_dict()
+    assert all(torch.equal(net_state[k[4:]], v) for k, v in live.items() if k.startswith("net."))
+
+
+def test_wrong_base_is_a_clear_error(runs):
+    path, _ = runs["head"]
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    module = RegionSam3Module(**ckpt["hyper_parameters"])
+    key = ckpt[IDENTITY_KEY]["keys"][0]
+    with torch.no_grad():
+        module.state_dict()[key].add_(1.0)  # another base behind the same source
+    with pytest.raises(BaseIdentityError, match="sam3_tiny_synthetic"):
+        module.on_load_checkpoint(ckpt)
