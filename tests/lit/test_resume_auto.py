@@ -68,3 +68,18 @@ def test_train_py_relaunch_with_last_resumes(tmp_path, synthetic_data_dir):
     # the relaunch continued the first run's 2 steps instead of starting at step 0
     assert torch.load(last, weights_only=False)["global_step"] == 4
     assert torch.load(last, weights_only=False)["epoch"] == 1
+
+
+def test_slurm_submitit_trainer_listens_on_usr2():
+    """submitit sends SIGUSR2; the default SLURMEnvironment listens on SIGUSR1."""
+    import signal
+
+    import hydra
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=["trainer=slurm_submitit"])
+    envs = [hydra.utils.instantiate(p) for p in cfg.trainer.plugins]
+    slurm = [e for e in envs if type(e).__name__ == "SLURMEnvironment"]
+    assert len(slurm) == 1 and slurm[0].auto_requeue
+    assert slurm[0].requeue_signal == signal.SIGUSR2
