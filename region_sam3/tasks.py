@@ -14,6 +14,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
+from region_sam3.lit.resume import resolve_ckpt_path
 from region_sam3.utils.instantiate import instantiate_callbacks, instantiate_loggers
 from region_sam3.utils.resolvers import MissingConfigValueError
 from region_sam3.utils.seeding import seed_everything
@@ -34,6 +35,15 @@ def _check_file(path: str | None, key: str, hint: str) -> Path | None:
     if not resolved.is_file():
         raise FileNotFoundError(f"{key}={path!r} does not exist. {hint}")
     return resolved
+
+
+def _checkpoint_dir(cfg: DictConfig) -> Path:
+    """The run's checkpoints folder: the ModelCheckpoint callback's dirpath, else
+    <output_dir>/checkpoints (where `ckpt_path=last | auto` looks)."""
+    dirpath = OmegaConf.select(cfg, "callbacks.model_checkpoint.dirpath", default=None)
+    if dirpath:
+        return Path(str(dirpath))
+    return Path(str(cfg.paths.output_dir)) / "checkpoints"
 
 
 def _float_metrics(metrics: dict[str, Any]) -> dict[str, float]:
@@ -110,8 +120,9 @@ def train_task(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """Fit, then test the best checkpoint. Returns (metrics, objects)."""
     check_missing_values(cfg)
     # Fail on a bad resume path before any data is generated or read.
-    ckpt_path = _check_file(cfg.get("ckpt_path"), "ckpt_path",
-                            "Pass a Lightning checkpoint, e.g. <run>/checkpoints/last.ckpt.")
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), _checkpoint_dir(cfg))
+    if ckpt_path is not None:
+        log.info("Resuming from %s", ckpt_path)
     seed_everything(cfg.get("seed"))
     set_torch_threads(cfg)
 

@@ -96,7 +96,12 @@ def test_logger_configs_instantiate(name, tmp_path):
 
 
 @pytest.mark.parametrize("name", _group("trainer"))
-def test_trainer_configs(name, tmp_path):
+def test_trainer_configs(name, tmp_path, monkeypatch):
+    if name == "slurm_submitit":  # SLURMEnvironment reads the job's variables: a fake 1-node job
+        for key, value in {"SLURM_NTASKS": "4", "SLURM_NTASKS_PER_NODE": "4", "SLURM_NODEID": "0",
+                           "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_JOB_ID": "1",
+                           "SLURM_JOB_NAME": "test", "SLURM_NODELIST": "localhost"}.items():
+            monkeypatch.setenv(key, value)
     cfg = compose_task("train", tmp_path, tmp_path, [f"trainer={name}"])
     OmegaConf.resolve(cfg)
     if cfg.trainer.accelerator == "gpu":
