@@ -37,6 +37,7 @@ from region_sam3.lit.nonfinite import (
 )
 from region_sam3.lit.optim import build_optimizer, lr_lambda
 from region_sam3.models.freeze import eval_frozen_modules, has_trainable
+from region_sam3.models.sam3_image import seg_head_rows_hint
 
 log = logging.getLogger(__name__)
 # Evaluation metrics are logged with sync_dist=False on purpose: the evaluators already gathered
@@ -286,15 +287,13 @@ class RegionSam3Module(DistillationMixin, EvaluationMixin, L.LightningModule):
         # criterion that does not say gets it).
         semantic = getattr(self.criterion, "needs_semantic_masks", True)
         sam3_batch = to_sam3_batch(batch, self.device, semantic=semantic)
+        hint = None
         if getattr(self.net, "seg_head_positives_only", False) and batch.num_targets_host:
             # Positive prompts from the collator's host counts: no device read-back (sync).
             rows = [i for i, n in enumerate(batch.num_targets_host) if n > 0] or [0]
-            self.net.seg_head_rows_hint = torch.tensor(rows).to(self.device, non_blocking=True)
-        try:
+            hint = torch.tensor(rows).to(self.device, non_blocking=True)
+        with seg_head_rows_hint(self.net, hint):
             outputs = self.net(sam3_batch)
-        finally:
-            if hasattr(self.net, "seg_head_rows_hint"):
-                self.net.seg_head_rows_hint = None
         targets = [self.net.back_convert(t) for t in sam3_batch.find_targets]
         losses = self.criterion(outputs, targets)
         if self.teacher is not None:

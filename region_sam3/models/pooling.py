@@ -333,17 +333,30 @@ def region_pool(
     roi_size: int = 7,
     eps: float = 1e-6,
     chunk_size: int | None = None,
+    prob: Tensor | None = None,
+    prob_low: Tensor | None = None,
 ) -> Tensor:
     """Pool region vectors with one of ``POOL_MODES`` (see the module docstring).
+
+    The one place that dispatches on the pooling mode (the region head calls it per source).
 
     Args:
         logits: [B,Q,H,W] mask logits M.
         feats: [B,C,H',W'] features (masks are resized to this grid).
+        prob: ``sigmoid(logits)`` [B,Q,H,W] if the caller already has it (saves a sigmoid).
+        prob_low: ``prob`` already resized to a coarser grid [B,Q,h,w]; ``soft`` uses it when
+            that grid is the feature grid (the region head shares it with its attention mask).
 
     Returns:
         [B,Q,C] (fp32, or fp64 for fp64 inputs).
     """
+    if prob is None:
+        prob = logits.sigmoid()
     if mode == "roi_align":
-        return roi_pool(logits.sigmoid(), feats, threshold, roi_size)
-    weights = pooling_weights(logits, mode, tau, threshold)
+        return roi_pool(prob, feats, threshold, roi_size)
+    if mode == "soft":
+        same_grid = prob_low is not None and prob_low.shape[-2:] == feats.shape[-2:]
+        weights = prob_low if same_grid else prob
+    else:
+        weights = pooling_weights(logits, mode, tau, threshold)
     return mask_pool(weights, feats, eps=eps, chunk_size=chunk_size)

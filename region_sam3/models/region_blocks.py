@@ -5,6 +5,8 @@ masked cross-attention -> FFN, post-norm).
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -97,7 +99,12 @@ class MaskedCrossAttention(nn.Module):
 
 
 class RegionRefineBlock(nn.Module):
-    """One refinement step's parameters (see module docstring for the maths)."""
+    """One refinement step (Mask2Former-style decoder layer on region tokens).
+
+    :meth:`forward` runs self-attention -> masked cross-attention -> FFN (post-norm);
+    :meth:`tokens`, :meth:`mask_delta` and :meth:`writeback` are the steps before and after it
+    (maths: :mod:`region_sam3.models.region_head`).
+    """
 
     def __init__(
         self,
@@ -112,9 +119,15 @@ class RegionRefineBlock(nn.Module):
         use_writeback: bool,
         use_text_gating: bool,
         zero_init_delta: bool,
+        mask_threshold: float = 0.5,
     ) -> None:
         super().__init__()
         c = d_model
+        self.d_model = int(d_model)
+        self.use_self_attn = bool(use_self_attn)
+        self.use_cross_attn = bool(use_cross_attn)
+        self.use_ffn = bool(use_ffn)
+        self.mask_threshold = float(mask_threshold)
         self.pool_mlp = (
             nn.Sequential(nn.Linear(num_sources * c, c), nn.ReLU(inplace=True), nn.Linear(c, c))
             if num_sources > 0
@@ -148,3 +161,95 @@ class RegionRefineBlock(nn.Module):
         if zero_init_delta:
             nn.init.zeros_(self.mask_embed.layers[-1].weight)
             nn.init.zeros_(self.mask_embed.layers[-1].bias)
+
+    def tokens(self, queries: Tensor, pooled: list[Tensor]) -> Tensor:
+        """``R = LayerNorm(q + MLP(concat pooled))``.
+
+        Args:
+            queries: [B,Q,C] previous region tokens (decoder queries at t=1).
+            pooled: per-source [B,Q,C] pooled vectors (empty when no source is pooled).
+
+        Returns:
+            [B,Q,C] region tokens.
+        """
+        r = queries
+        if self.pool_mlp is not None:
+            r = queries + self.pool_mlp(torch.cat(pooled, -1).to(queries.dtype))
+        return self.token_norm(r)
+
+    def forward(
+        self, r: Tensor, mem_tokens: Tensor, masks_low: Tensor, split: int | None = None
+    ) -> Tensor:
+        """Self-attention -> masked cross-attention -> FFN, each post-norm and switchable.
+
+        Args:
+            r: [B,Q,C] region tokens.
+            mem_tokens: [B,N,C] memory tokens (keys/values of the cross-attention).
+            masks_low: [B,Q,Hm,Wm] soft masks on the memory grid (Hm*Wm = N); attend where
+                > ``mask_threshold``.
+            split: number of one-to-one regions under DAC (only they attend to each other);
+                None = all regions are one group.
+
+        Returns:
+            [B,Q,C] refined region tokens.
+        """
+        if self.use_self_attn:
+            if split is None:
+                r = self.self_attn_norm(
+                    r + self.dropout(self.self_attn(r, r, r, need_weights=False)[0])
+                )
+            else:
+                r1, r2 = r[:, :split], r[:, split:]
+                r1 = r1 + self.dropout(self.self_attn(r1, r1, r1, need_weights=False)[0])
+                r = self.self_attn_norm(torch.cat([r1, r2], 1))
+        if self.use_cross_attn:
+            allowed = region_attn_mask(masks_low, self.mask_threshold)
+            ca = self.cross_attn(r, mem_tokens.to(r.dtype), allowed)
+            r = self.cross_attn_norm(r + self.dropout(ca))
+        if self.use_ffn:
+            r = self.ffn_norm(r + self.dropout(self.ffn(r)))
+        return r
+
+    def mask_delta(
+        self, r: Tensor, pix: Tensor, text: Tensor | None = None
+    ) -> tuple[Tensor, Tensor | None]:
+        """Logit update ``g * einsum(mask_embed(R), pix)`` and the text gate ``g``.
+
+        Args:
+            r: [B,Q,C] region tokens.
+            pix: [B,C,H,W] instance embeddings.
+            text: [B,C] pooled text prompt; None (or a block without gating) = no gate.
+
+        Returns:
+            delta [B,Q,H,W] and gate [B,Q] (None when no gate ran).
+        """
+        delta = torch.einsum("bqc,bchw->bqhw", self.mask_embed(r), pix)
+        if text is None or not hasattr(self, "text_proj"):
+            return delta, None
+        tk = self.text_proj(text.to(r.dtype))  # [B,C]
+        gate = torch.sigmoid(
+            torch.einsum("bqc,bc->bq", r, tk) / math.sqrt(self.d_model) + self.gate_bias
+        )
+        return delta * gate[..., None, None].to(delta.dtype), gate
+
+    def writeback(
+        self, pix: Tensor, m: Tensor, r: Tensor, gate: Tensor | None, split: int | None = None
+    ) -> Tensor:
+        """``pix + einsum(softmax_k(M), g * W R)`` (one-to-one regions only under DAC).
+
+        Args:
+            pix: [B,C,H,W] instance embeddings.
+            m: [B,Q,H,W] refined logits.
+            r: [B,Q,C] region tokens.
+            gate: [B,Q] text gate or None.
+            split: number of one-to-one regions, or None.
+
+        Returns:
+            [B,C,H,W] updated instance embeddings.
+        """
+        m_w, r_w = (m, r) if split is None else (m[:, :split], r[:, :split])
+        w = self.writeback_proj(r_w)  # [B,Q',C]
+        if gate is not None:
+            w = w * (gate if split is None else gate[:, :split])[..., None].to(w.dtype)
+        prob = m_w.softmax(dim=1)  # over regions k, per pixel
+        return pix + torch.einsum("bqhw,bqc->bchw", prob.to(w.dtype), w).to(pix.dtype)

@@ -37,21 +37,13 @@ or overwrite the o2o ones); every other step is per-region and runs on all queri
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
-import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from region_sam3.models.pooling import (
-    POOL_MODES,
-    mask_pool,
-    pooling_weights,
-    resize_masks,
-    roi_pool,
-)
+from region_sam3.models.pooling import POOL_MODES, region_pool, resize_masks
 from region_sam3.models.region_blocks import (
     MaskedCrossAttention,
     RegionRefineBlock,
@@ -189,6 +181,7 @@ class RegionHead(nn.Module):
                 use_writeback=self.use_writeback,
                 use_text_gating=self.use_text_gating,
                 zero_init_delta=bool(zero_init_delta) and self.residual,
+                mask_threshold=self.mask_threshold,
             )
             for _ in range(n_blocks)
         )
@@ -214,20 +207,6 @@ class RegionHead(nn.Module):
         if self.pool_memory:
             sources.append(memory)
         return sources
-
-    def _pool(self, logits: Tensor, a: Tensor, a_low: Tensor, feats: Tensor) -> Tensor:
-        """[B,Q,C] region vectors from ``feats`` [B,C,h,w] with the configured variant.
-
-        ``a`` = sigmoid(logits) [B,Q,H,W] and ``a_low`` (it on the memory grid) are reused by
-        ``soft`` so the default path is the one-matmul soft pooling, unchanged.
-        """
-        if self.pool_mode == "roi_align":
-            return roi_pool(a, feats, self.pool_threshold, self.pool_roi_size)
-        if self.pool_mode == "soft":
-            w = a_low if tuple(feats.shape[-2:]) == tuple(a_low.shape[-2:]) else a
-        else:
-            w = pooling_weights(logits, self.pool_mode, self.pool_tau, self.pool_threshold)
-        return mask_pool(w, feats, eps=self.pool_eps, chunk_size=self.pool_chunk_size)
 
     def _block(self, t: int) -> RegionRefineBlock:
         return self.blocks[0 if self.share_weights else t - 1]
@@ -268,61 +247,24 @@ class RegionHead(nn.Module):
         mem_hw = tuple(memory.shape[-2:])
         mem_tokens = memory.flatten(2).transpose(1, 2)  # [B,HmWm,C] batch-first keys/values
         pix = instance_embeds
+        text = text if self.use_text_gating else None
         for t in range(1, self.num_iters + 1):
             blk = self._block(t)
             src = m.detach() if self.detach_between_iters else m
             a = src.sigmoid()  # [B,Q,H,W]
             a_low = resize_masks(a.float(), mem_hw)  # [B,Q,Hm,Wm], shared by pooling + attention
-
-            # --- 2-3: pooling -> region tokens -----------------------------------------
-            pooled = [self._pool(src, a, a_low, f) for f in self._pool_sources(pix, memory)]
-            if blk.pool_mlp is not None:
-                r = q + blk.pool_mlp(torch.cat(pooled, -1).to(q.dtype))
-            else:
-                r = q
-            r = blk.token_norm(r)
-
-            # --- 4: inter-region self-attention (o2o only under DAC) -------------------
-            if self.use_self_attn:
-                if split is None:
-                    r = blk.self_attn_norm(
-                        r + blk.dropout(blk.self_attn(r, r, r, need_weights=False)[0])
-                    )
-                else:
-                    r1, r2 = r[:, :split], r[:, split:]
-                    r1 = r1 + blk.dropout(blk.self_attn(r1, r1, r1, need_weights=False)[0])
-                    r = blk.self_attn_norm(torch.cat([r1, r2], 1))
-
-            # --- 5: masked cross-attention region -> memory tokens ---------------------
-            if self.use_cross_attn:
-                allowed = region_attn_mask(a_low, self.mask_threshold)
-                ca = blk.cross_attn(r, mem_tokens.to(r.dtype), allowed)
-                r = blk.cross_attn_norm(r + blk.dropout(ca))
-
-            # --- 6: FFN ----------------------------------------------------------------
-            if self.use_ffn:
-                r = blk.ffn_norm(r + blk.dropout(blk.ffn(r)))
-
-            # --- 7: refined logits ------------------------------------------------------
-            delta = torch.einsum("bqc,bchw->bqhw", blk.mask_embed(r), pix)
-            gate = None
-            if self.use_text_gating and text is not None:
-                tk = blk.text_proj(text.to(r.dtype))  # [B,C]
-                gate = torch.sigmoid(
-                    torch.einsum("bqc,bc->bq", r, tk) / math.sqrt(self.d_model) + blk.gate_bias
-                )
-                delta = delta * gate[..., None, None].to(delta.dtype)
+            pooled = [
+                region_pool(src, f, self.pool_mode, self.pool_tau, self.pool_threshold,
+                            self.pool_roi_size, self.pool_eps, self.pool_chunk_size,
+                            prob=a, prob_low=a_low)
+                for f in self._pool_sources(pix, memory)
+            ]
+            r = blk(blk.tokens(q, pooled), mem_tokens, a_low, split)
+            delta, gate = blk.mask_delta(r, pix, text)
             m = m + delta if self.residual else delta
             masks.append(m)
-
-            # --- 8: region -> pixel write-back (skip after the last iteration: unused) --
-            if self.use_writeback and t < self.num_iters:
-                m_w, r_w = (m, r) if split is None else (m[:, :split], r[:, :split])
-                w = blk.writeback_proj(r_w)  # [B,Q',C]
-                if gate is not None:
-                    w = w * (gate if split is None else gate[:, :split])[..., None].to(w.dtype)
-                prob = m_w.softmax(dim=1)  # over regions k, per pixel
-                pix = pix + torch.einsum("bqhw,bqc->bchw", prob.to(w.dtype), w).to(pix.dtype)
+            if self.use_writeback and t < self.num_iters:  # the last one would be unused
+                pix = blk.writeback(pix, m, r, gate, split)
             q = r
 
         out: dict[str, Tensor | list[Tensor]] = {

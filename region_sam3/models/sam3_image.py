@@ -73,6 +73,25 @@ def encoder_decoder_checkpointing(enabled: bool) -> Iterator[None]:
             module.activation_ckpt_wrapper = activation_ckpt_wrapper
 
 
+@contextlib.contextmanager
+def seg_head_rows_hint(net: Any, rows: Tensor | None) -> Iterator[None]:
+    """Within the block, `net.seg_head_rows_hint = rows` (host-computed positive rows [R]).
+
+    Restores the previous value on exit, also when the forward raises, so a stale hint can never
+    reach the next batch. A net without the attribute (not a `Sam3ImageModel`) or `rows=None`
+    leaves the net untouched.
+    """
+    if rows is None or not hasattr(net, "seg_head_rows_hint"):
+        yield
+        return
+    previous = net.seg_head_rows_hint
+    net.seg_head_rows_hint = rows
+    try:
+        yield
+    finally:
+        net.seg_head_rows_hint = previous
+
+
 def _scatter_rows(value: Any, rows: Tensor, num_rows: int) -> Any:
     """Place per-row outputs `[R,...]` of the `rows` subset into zeros `[num_rows,...]`."""
     if not torch.is_tensor(value):

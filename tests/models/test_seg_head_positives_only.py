@@ -92,3 +92,25 @@ def test_semantic_loss_turns_the_skip_off(tmp_path):
     cfg = compose_task("train", tmp_path, tmp_path, [*OVERRIDES, "model.criterion.semantic_seg=20"])
     OmegaConf.resolve(cfg)
     assert not hydra.utils.instantiate(cfg.model).net.seg_head_positives_only
+
+
+def test_seg_head_rows_hint_context_restores_on_error() -> None:
+    """The host-row hint lives only inside the block, even when the forward raises."""
+    import torch.nn as nn
+
+    from region_sam3.models.sam3_image import Sam3ImageModel, seg_head_rows_hint
+
+    class Net(nn.Module):
+        seg_head_rows_hint = Sam3ImageModel.seg_head_rows_hint
+
+    net = Net()
+    rows = torch.tensor([0, 2])
+    with pytest.raises(RuntimeError, match="boom"), seg_head_rows_hint(net, rows):
+        assert net.seg_head_rows_hint is rows
+        raise RuntimeError("boom")
+    assert net.seg_head_rows_hint is None
+    plain = nn.Linear(1, 1)  # no hint attribute: left untouched
+    with seg_head_rows_hint(plain, rows):
+        assert not hasattr(plain, "seg_head_rows_hint")
+    with seg_head_rows_hint(net, None):
+        assert net.seg_head_rows_hint is None
