@@ -1,4 +1,4 @@
-"""The freeze list of the head-only experiments has one home: conf/model/sam3/freeze/."""
+"""The freeze list of the head-only experiments has one home: conf/model/freeze/."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 
 from tests.helpers import CONF_DIR
 
-GROUP_FILE = CONF_DIR / "model" / "sam3" / "freeze" / "all_but_region_head.yaml"
+GROUP_FILE = CONF_DIR / "model" / "freeze" / "all_but_region_head.yaml"
 HEAD_ONLY = ["main", "region_head", "region_head_full", "distill_clip"]
 #: What those experiments froze when the list was pasted into each of them.
 EXPECTED = ["backbone.*", "transformer.*", "geometry_encoder.*", "dot_prod_scoring.*",
