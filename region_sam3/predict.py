@@ -206,41 +206,16 @@ class Sam3Predictor:
         """
         from omegaconf import OmegaConf
 
-        from region_sam3.lit.head_only import IDENTITY_KEY, restore_frozen_base
-        from region_sam3.lit.module import RegionSam3Module
+        from region_sam3.lit.loading import load_module_from_checkpoint
 
-        path = Path(path).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(f"Lightning checkpoint not found: {path}")
-        # mmap: a full-size checkpoint is paged in once, straight into the model's tensors.
-        ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-        hparams: dict[str, Any] = dict(ckpt.get("hyper_parameters") or {})
-        if "sam3" not in hparams or "state_dict" not in ckpt:
-            raise ValueError(f"{path} has no model hyper-parameters: was it written by train.py?")
-        sam3_cfg = OmegaConf.create(hparams["sam3"])
-        # A full checkpoint holds every SAM3 tensor: do not re-read the original weights (which
-        # may not exist on this machine), as `region_sam3.tasks.eval_task` does. A head-only one
-        # (`base_identity`, lit/head_only.py) rebuilds the base from them and checks its hash.
-        if not ckpt.get(IDENTITY_KEY):
-            sam3_cfg.checkpoint = None
-            sam3_cfg.from_hub = False
-            sam3_cfg.strict = False
-        hparams["sam3"] = sam3_cfg
-        # The distillation teacher (a CLIP model) is training-only and its weights are not saved
-        # in the checkpoint; building it would need its weights.
-        hparams.update(teacher=None, distill=None, teacher_cache_dir=None)
-        module = RegionSam3Module(**hparams)
-        restore_frozen_base(ckpt, module.state_dict(), where=str(path))
-        prefix = "net."
-        net_state = {
-            k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)
-        }
-        module.net.load_state_dict(net_state, strict=True)
+        # The distillation teacher is not built here: only its text tower is used, below.
+        module, composed = load_module_from_checkpoint(path, with_teacher=False)
         teacher = None
         if with_teacher or teacher_weights is not None:
             from region_sam3.region_query import teacher_from_hparams
 
-            teacher = teacher_from_hparams(ckpt.get("hyper_parameters") or {}, teacher_weights)
+            hparams = OmegaConf.to_container(composed.model, resolve=True)
+            teacher = teacher_from_hparams(hparams, teacher_weights)
         return cls(module.net, device=device, teacher=teacher)
 
     # ------------------------------------------------------------------ inference

@@ -203,28 +203,16 @@ def eval_task(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     The model and data configs come from the checkpoint, then this run's command-line
     overrides (see `region_sam3.workflow.eval_config.checkpoint_config`); the trainer is this run's.
     """
-    from region_sam3.lit.head_only import IDENTITY_KEY
-    from region_sam3.lit.module import RegionSam3Module
+    from region_sam3.lit.loading import load_module_from_checkpoint
 
     check_missing_values(cfg)
     ckpt_path = _check_file(cfg.ckpt_path, "ckpt_path",
                             "Pass a checkpoint written by train.py (<run>/checkpoints/*.ckpt).")
     seed_everything(cfg.get("seed"))
     set_torch_threads(cfg)
-    # mmap: a full-size checkpoint is not read twice into memory (hparams now, weights in test).
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True)
-    composed = checkpoint_config(cfg, checkpoint, ckpt_path)
-    model_cfg = OmegaConf.to_container(composed.model, resolve=True)
-    model_cfg.pop("_target_")
-    sam3_cfg = OmegaConf.create(model_cfg["sam3"])
-    # A full checkpoint holds every SAM3 tensor: do not re-read the original weights, which may
-    # not exist on this machine. A head-only one (`base_identity`) rebuilds the base from them.
-    if not checkpoint.get(IDENTITY_KEY):
-        sam3_cfg.checkpoint = None
-        sam3_cfg.from_hub = False
-        sam3_cfg.strict = False
-    model_cfg["sam3"] = sam3_cfg
-    model = RegionSam3Module(**model_cfg)
+    # Built and loaded once (region_sam3/lit/loading.py); the RNGs are the checkpoint's, as
+    # `trainer.test(ckpt_path=...)` left them.
+    model, composed = load_module_from_checkpoint(ckpt_path, cfg, restore_rng_states=True)
     log.info("evaluating %s at %s px on %s", ckpt_path, composed.data.get("resolution"),
              composed.data.get("test_split"))
     datamodule: L.LightningDataModule = hydra.utils.instantiate(composed.data)
@@ -235,7 +223,9 @@ def eval_task(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     out = cfg.get("metrics_file") or ckpt_path.parent.parent / f"eval_{split}_metrics.json"
     # COCO results files: <metrics dir>/eval_results/<split>/coco_instances_results.json
     model.results_dir = Path(out).parent / "eval_results"
-    trainer.test(model=model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False)
+    # No ckpt_path: the weights are loaded (a second read would also warn about the training
+    # run's callbacks, which an evaluation does not have).
+    trainer.test(model=model, datamodule=datamodule)
     metrics = _float_metrics(trainer.callback_metrics)
     if trainer.is_global_zero:
         _write_json(Path(out), {"checkpoint": str(ckpt_path), "split": split,

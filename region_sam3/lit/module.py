@@ -271,11 +271,20 @@ class RegionSam3Module(DistillationMixin, EvaluationMixin, L.LightningModule):
         if "rng_states" in checkpoint:
             _set_rng_states(checkpoint["rng_states"])
         self._nonfinite.load_state_dict(checkpoint.get(NONFINITE_KEY))  # absent (old): 0
-        restore_frozen_base(checkpoint, self.state_dict())  # head-only: base from its source
+        self.complete_checkpoint_state(checkpoint)
+
+    def complete_checkpoint_state(self, checkpoint: dict[str, Any],
+                                  where: str = "checkpoint") -> None:
+        """Make `checkpoint["state_dict"]` load strictly into this module, in place: a
+        head-only checkpoint's frozen base from its source (hash-checked, `lit/head_only.py`),
+        the teacher's weights from the live teacher (never stored; dropped without one)."""
+        restore_frozen_base(checkpoint, self.state_dict(), where=where)
+        state = checkpoint["state_dict"]
         if self.teacher is not None:
-            checkpoint["state_dict"].update(
-                {TEACHER_PREFIX + k: v for k, v in self.teacher.state_dict().items()}
-            )
+            state.update({TEACHER_PREFIX + k: v for k, v in self.teacher.state_dict().items()})
+        else:
+            for key in [k for k in state if k.startswith(TEACHER_PREFIX)]:
+                del state[key]
 
     # ------------------------------------------------------------------ forward / losses
     def forward(self, batch: FindQueryBatch) -> dict[str, Any]:
