@@ -5,7 +5,8 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from region_sam3.tasks import optimized_metric, train_task
+from region_sam3.reporting.run_outputs import optimized_metric
+from region_sam3.tasks import train_task
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

@@ -23,7 +23,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import open_dict
 
-from region_sam3.tasks import check_missing_values
+from region_sam3.utils.run_config import check_missing_values
 from region_sam3.workflow.eval_config import addable_split_overrides
 
 DOCS = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]

@@ -11,7 +11,7 @@ from hydra.errors import ConfigCompositionException
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import OmegaConf
 
-from region_sam3.tasks import check_missing_values
+from region_sam3.utils.run_config import check_missing_values
 
 # Prompt-free backbone pretraining has its own model and data: composed and smoke-run in
 # tests/lit/test_dense_pretrain.py.

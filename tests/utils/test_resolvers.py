@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
-from region_sam3.tasks import check_missing_values
 from region_sam3.utils.resolvers import MissingConfigValueError
+from region_sam3.utils.run_config import check_missing_values
 
 
 def _cfg(from_hub):

@@ -6,7 +6,7 @@ import pytest
 import torch
 from helpers import compose_task
 
-from region_sam3.tasks import set_torch_threads
+from region_sam3.utils.run_config import set_torch_threads
 from region_sam3.utils.threads import available_cpus, cgroup_cpu_quota, resolve_num_threads
 
 
