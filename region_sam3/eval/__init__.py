@@ -17,6 +17,11 @@ evaluators (``COCOMaskEvaluator``, ``BoundaryAPEvaluator``, ``CGF1Evaluator``,
 RLE detections and COCO ground truth (crowd regions included) in the original frame.
 """
 
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
 from region_sam3.eval.base import (
     DatasetEvaluator,
     EvaluatorList,
@@ -36,6 +41,7 @@ from region_sam3.eval.boundary import (
 from region_sam3.eval.candidates import ImageCandidates
 from region_sam3.eval.cgf1 import CGF1Evaluator
 from region_sam3.eval.coco_ap import COCOMaskEvaluator
+from region_sam3.eval.config import EvaluationConfig
 from region_sam3.eval.distill_metrics import (
     DistillationEvaluator,
     mean_cosine,
@@ -72,6 +78,7 @@ __all__ = [
     "DatasetEvaluator",
     "DetectionPool",
     "DistillationEvaluator",
+    "EvaluationConfig",
     "EvaluatorList",
     "ImageCandidates",
     "ImageDetections",
@@ -108,22 +115,35 @@ __all__ = [
 
 
 def build_default_evaluators(
-    crowded_thresholds: tuple[int, ...] = (10,),
-    boundary: bool = True,
-    score_threshold: float = 0.5,
-    max_dets: int = 100,
-    cgf1: bool = True,
+    config: EvaluationConfig | None = None,
+    *,
+    distill_text_embeds: torch.Tensor | None = None,
+    distill_category_ids: Sequence[int] = (),
+    **overrides: Any,
 ) -> EvaluatorList:
-    """The §7 suite: mask AP, Boundary AP, cgF1, matched mIoU and stability score."""
+    """The §7 suite: mask AP, Boundary AP, cgF1, matched mIoU and stability score, plus the
+    distillation metrics when distillation is on.
+
+    Args:
+        config: the evaluation knobs (None: `EvaluationConfig()` defaults).
+        distill_text_embeds: the teacher's category-name embeddings `[K,D]` (row k is
+            `distill_category_ids[k]`); given, `DistillationEvaluator` joins the suite.
+        overrides: `model.evaluation`-style keys applied on top of `config` (e.g.
+            `crowded_thresholds=(4,)`; `max_dets` is the old name of `max_dets_per_image`).
+    """
+    cfg = (config or EvaluationConfig()).updated(overrides)
+    thresholds, max_dets = cfg.crowded_thresholds, cfg.max_dets_per_image
     evs: list[DatasetEvaluator] = [
-        COCOMaskEvaluator(max_dets=max_dets, crowded_thresholds=crowded_thresholds)
+        COCOMaskEvaluator(max_dets=max_dets, crowded_thresholds=thresholds)
     ]
-    if boundary:
-        evs.append(BoundaryAPEvaluator(max_dets=max_dets, crowded_thresholds=crowded_thresholds))
-    if cgf1:
-        evs.append(CGF1Evaluator(crowded_thresholds=crowded_thresholds))
+    if cfg.boundary:
+        evs.append(BoundaryAPEvaluator(max_dets=max_dets, crowded_thresholds=thresholds))
+    if cfg.cgf1:
+        evs.append(CGF1Evaluator(crowded_thresholds=thresholds))
     evs.append(
-        MatchedIoUEvaluator(score_threshold=score_threshold, crowded_thresholds=crowded_thresholds)
+        MatchedIoUEvaluator(score_threshold=cfg.score_threshold, crowded_thresholds=thresholds)
     )
-    evs.append(StabilityEvaluator(score_threshold=score_threshold))
+    evs.append(StabilityEvaluator(score_threshold=cfg.score_threshold))
+    if distill_text_embeds is not None:
+        evs.append(DistillationEvaluator(distill_text_embeds.cpu(), list(distill_category_ids)))
     return EvaluatorList(evs)

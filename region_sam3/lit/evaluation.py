@@ -19,7 +19,6 @@ from region_sam3.data.sam3_adapter import to_sam3_batch
 from region_sam3.eval import (
     BatchLayout,
     DetectionPool,
-    DistillationEvaluator,
     EvaluatorList,
     RegionPairs,
     build_default_evaluators,
@@ -38,19 +37,12 @@ class EvaluationMixin:
     """Validation/test hooks of `RegionSam3Module` (mixed into a `LightningModule`)."""
 
     def _make_evaluators(self) -> EvaluatorList:
-        ev = self.evaluation
-        evaluators = build_default_evaluators(
-            crowded_thresholds=tuple(ev.get("crowded_thresholds", (10,))),
-            boundary=ev.get("boundary", True),
-            score_threshold=ev.get("score_threshold", 0.5),
-            max_dets=self.postprocessor.max_dets,
-            cgf1=ev.get("cgf1", True),
+        distill = self.teacher is not None and self._text_embeds is not None
+        return build_default_evaluators(
+            self.evaluation,
+            distill_text_embeds=self._text_embeds if distill else None,
+            distill_category_ids=self._category_ids,
         )
-        if self.teacher is not None and self._text_embeds is not None:
-            evaluators.evaluators.append(
-                DistillationEvaluator(self._text_embeds.cpu(), self._category_ids)
-            )
-        return evaluators
 
     def _region_pairs(self, batch: FindQueryBatch, out: dict[str, Any]) -> dict[int, RegionPairs]:
         """Distillation pairs per image id: for every GT the student embedding of the query
@@ -100,14 +92,13 @@ class EvaluationMixin:
         """`<results_dir>/<split>/coco_instances_results.json` for a test stage, when the task
         set `results_dir` (train.py / eval.py do) and `model.evaluation.results_file` is on."""
         root = getattr(self, "results_dir", None)
-        if root is None or not stage.startswith("test") or not self.evaluation.get(
-                "results_file", True):
+        if root is None or not stage.startswith("test") or not self.evaluation.results_file:
             return None
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
         splits = list(getattr(datamodule, "test_splits", None) or ["test"])
         split = stage.split("/", 1)[1] if "/" in stage else splits[0]
         return CocoResultsWriter(Path(root) / split,
-                                 per_iteration=bool(self.evaluation.get("results_per_iteration")))
+                                 per_iteration=self.evaluation.results_per_iteration)
 
     @property
     def results_writers(self) -> dict[str, CocoResultsWriter | None]:

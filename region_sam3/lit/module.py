@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from region_sam3.data.batch import FindQueryBatch
 from region_sam3.data.sam3_adapter import to_sam3_batch
 from region_sam3.eval import DetectionPool, EvaluatorList, PostProcessor
-from region_sam3.eval.config import check_evaluation_config
+from region_sam3.eval.config import EvaluationConfig
 from region_sam3.lit.distillation import DistillationMixin
 from region_sam3.lit.evaluation import EvaluationMixin, final_output
 from region_sam3.lit.head_only import restore_frozen_base, strip_frozen_base
@@ -62,8 +62,9 @@ class RegionSam3Module(DistillationMixin, EvaluationMixin, L.LightningModule):
         criterion: `Sam3Criterion` config (loss weights, point sampling).
         optimizer: `{lr, weight_decay, betas, groups: [{name, patterns, lr, weight_decay}]}`.
         scheduler: `{name: cosine|inverse_sqrt|constant, warmup_steps, min_lr_ratio}`.
-        evaluation: `{boundary, crowded_thresholds, score_threshold, max_dets_per_image,
-            per_iteration, cgf1}` (`max_dets` is the old name of `max_dets_per_image`).
+        evaluation: `model.evaluation` keys, defaults and meaning in
+            `region_sam3.eval.config.EvaluationConfig` (`max_dets` is the old name of
+            `max_dets_per_image`).
         teacher / distill: TextRegion teacher and `DistillationLoss` configs (both or neither).
         teacher_masks: `gt` (default) or `student` (detached matched predictions).
         teacher_cache_dir: cache teacher embeddings of GT masks on disk (only valid when the
@@ -154,12 +155,9 @@ class RegionSam3Module(DistillationMixin, EvaluationMixin, L.LightningModule):
                                  "region_sam3.models.sam3_arch (Sam3ImageModel)")
             self.net.recompute_activations = False
         self.teacher_cache = None  # built in `setup("fit")`: its key needs the training data
-        self.evaluation = check_evaluation_config(_plain(evaluation) or {})
-        self.postprocessor = PostProcessor(
-            max_dets_per_image=int(self.evaluation.get(
-                "max_dets_per_image", self.evaluation.get("max_dets", 100))),
-            per_iteration=bool(self.evaluation.get("per_iteration", True)),
-        )
+        self.evaluation = EvaluationConfig.from_mapping(_plain(evaluation))
+        self.postprocessor = PostProcessor(max_dets_per_image=self.evaluation.max_dets_per_image,
+                                           per_iteration=self.evaluation.per_iteration)
         self.evaluators: dict[str, EvaluatorList] = {}
         self.eval_pools: dict[str, DetectionPool] = {}
         # Category-name text embeddings of the teacher [K,D] float32 (KL term, zero-shot metric),
