@@ -77,7 +77,7 @@ def train_task(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     output_dir = Path(cfg.paths.output_dir)
     if trainer.is_global_zero:
         write_json(output_dir / "metrics.json", metrics)
-        report_iteration_gain(metrics, model, output_dir)
+        report_iteration_gain(metrics, model, output_dir, echo=not cfg.get("test", True))
         if cfg.get("test", True):
             write_report(output_dir / "metrics.json", metrics, model, datamodule,
                           run=str(output_dir), task=str(cfg.get("task_name")))

@@ -47,13 +47,18 @@ def log_summary(metrics: dict[str, float], splits: list[str], metrics_path: Path
     every other metric is in the JSON and report.md. Called on rank 0 only."""
     from region_sam3.reporting import summary_tables
 
-    log.info("Test summary (all metrics: %s, %s):\n%s", metrics_path, report,
-             summary_tables(metrics, splits))
+    tables = summary_tables(metrics, splits)
+    if any(key.startswith("val/mask/") for key in metrics):
+        # The last validation (the selected checkpoint's split) beside the test splits: M^0 vs
+        # M^T on val and test in one place (issue 22 item 1), not a second table below.
+        tables = summary_tables(metrics, ["val"], stage="val") + "\n" + tables
+    log.info("Test summary (all metrics: %s, %s):\n%s", metrics_path, report, tables)
 
 
 def report_iteration_gain(metrics: dict[str, float], model: Any,
-                          output_dir: Path) -> None:
-    """Print and save the M^0 vs M^T table (val: last validation; test: tested checkpoint)."""
+                          output_dir: Path, echo: bool = True) -> None:
+    """Save (and with `echo`, print) the M^0 vs M^T table (val: last validation; test: tested
+    checkpoint). A run that tests prints the same rows in its summary, so it passes echo=False."""
     from region_sam3.utils.iteration_gain import format_iteration_gain
 
     head = getattr(getattr(getattr(model, "net", None), "segmentation_head", None),
@@ -61,7 +66,8 @@ def report_iteration_gain(metrics: dict[str, float], model: Any,
     table = format_iteration_gain(metrics, getattr(head, "num_iters", None))
     if table:
         (output_dir / "iteration_gain.md").write_text(table + "\n")
-        print(f"\nClosed loop, before (M^0 = SAM3) / after (M^T):\n{table}\n", flush=True)
+        if echo:
+            print(f"\nClosed loop, before (M^0 = SAM3) / after (M^T):\n{table}\n", flush=True)
 
 
 def optimized_metric(metrics: dict[str, float], name: str | None) -> float | None:

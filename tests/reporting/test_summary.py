@@ -72,3 +72,20 @@ def test_several_splits_one_table_each_with_own_numbers():
 def test_split_without_metrics_is_all_na():
     row = _cells(summary_table({"val/mask/AP": 0.3}, "test"), "final")
     assert row["AP"] == "n/a" and row["mIoU top-K"] == "n/a"
+
+
+def test_log_summary_shows_val_and_test_once(tmp_path, caplog):
+    """M^0 vs M^T of val and test sit in the one end-of-run summary (the train task no longer
+    prints a second iteration-gain table when it tests)."""
+    import logging
+
+    from region_sam3.reporting.run_outputs import log_summary
+
+    metrics = {"val/mask/AP": 0.5, "val/iter0/mask/AP": 0.25,
+               "test/mask/AP": 0.4, "test/iter0/mask/AP": 0.3}
+    with caplog.at_level(logging.INFO, logger="region_sam3.tasks"):
+        log_summary(metrics, ["test"], tmp_path / "m.json", tmp_path / "report.md")
+    (message,) = [r.getMessage() for r in caplog.records if "Test summary" in r.getMessage()]
+    assert "| val | M^T − M^0 |" in message and "+0.250" in message
+    assert "| test | M^T − M^0 |" in message and "+0.100" in message
+    assert message.index("| val |") < message.index("| test |")
