@@ -76,7 +76,7 @@ def coco_results(prediction: Any, *, image_id: int, category_id: int, file_name:
     """COCO results records (`image_id`, `category_id`, RLE `segmentation`, xywh `bbox`,
     `score`) of one `Prediction`, plus `file_name` and `prompt` (and, given
     `region_query.RegionLabels`, the zero-shot `label` and its cosine `label_score`)."""
-    from region_sam3.eval.types import encode_masks
+    from region_sam3.eval.masks import encode_masks
 
     rles = encode_masks(prediction.masks)
     boxes = prediction.boxes.clone()

@@ -90,3 +90,25 @@ def test_module_imports_alone(module):
     """Each module imports first in a fresh interpreter (no reliance on import order)."""
     subprocess.run([sys.executable, "-c", f"import {module}"], check=True, timeout=120,
                    cwd=PACKAGE_DIR.parent)
+
+
+#: `region_sam3.eval`, bottom-up: a module imports only from its own or a lower layer (issue 21:
+#: the post-processor imported the stability evaluator -> matching -> boundary -> COCO AP).
+EVAL_LAYERS: tuple[frozenset[str], ...] = (
+    frozenset({"types", "masks", "config", "candidates"}),   # data and mask operations
+    frozenset({"postprocess", "ground_truth"}),              # model outputs / batches -> data
+    frozenset({"base", "results_file"}),                     # evaluator protocol, writers
+    frozenset({"coco_ap", "boundary", "matching", "cgf1", "stability", "distill_metrics",
+               "object_probe"}),                             # evaluators
+    frozenset({"pool"}),                                     # streaming merge
+)
+
+
+def test_eval_is_layered_bottom_up():
+    graph = import_graph()
+    layer_of = {f"region_sam3.eval.{m}": i for i, layer in enumerate(EVAL_LAYERS) for m in layer}
+    listed = {m for m in graph if m.startswith("region_sam3.eval.")}
+    assert listed == set(layer_of), f"place new eval modules in a layer: {listed ^ set(layer_of)}"
+    wrong = [(m, t) for m in listed for t in graph[m]
+             if t in layer_of and layer_of[t] > layer_of[m]]
+    assert not wrong, f"eval modules importing upwards: {sorted(wrong)}"

@@ -47,28 +47,13 @@ from region_sam3.eval.distill_metrics import (
     mean_cosine,
     zero_shot_accuracy,
 )
+from region_sam3.eval.ground_truth import ground_truth_from_batch
+from region_sam3.eval.masks import encode_masks, stability_score
 from region_sam3.eval.matching import MatchedIoUEvaluator, hungarian_match, mask_iou_matrix
-from region_sam3.eval.pool import DetectionPool, ground_truth_from_batch
+from region_sam3.eval.pool import DetectionPool
 from region_sam3.eval.postprocess import BatchLayout, PostProcessor
-from region_sam3.eval.report import (
-    metrics_to_markdown,
-    per_iteration_markdown,
-    plot_per_iteration,
-    save_metrics_json,
-    write_report,
-)
-from region_sam3.eval.stability import (
-    StabilityEvaluator,
-    perturbation_stability,
-    stability_score,
-)
-from region_sam3.eval.types import (
-    ImageDetections,
-    ImageGroundTruth,
-    IterationMasks,
-    RegionPairs,
-    encode_masks,
-)
+from region_sam3.eval.stability import StabilityEvaluator, perturbation_stability
+from region_sam3.eval.types import ImageDetections, ImageGroundTruth, IterationMasks, RegionPairs
 
 __all__ = [
     "BatchLayout",
@@ -101,15 +86,10 @@ __all__ = [
     "mask_iou_matrix",
     "mask_to_boundary",
     "mean_cosine",
-    "metrics_to_markdown",
-    "per_iteration_markdown",
     "perturbation_stability",
-    "plot_per_iteration",
     "rle_boundaries",
-    "save_metrics_json",
     "split_by_instance_count",
     "stability_score",
-    "write_report",
     "zero_shot_accuracy",
 ]
 

@@ -1,4 +1,4 @@
-"""Per-image candidate pool and ground truth assembly for streaming evaluation.
+"""Per-image candidate pool for streaming evaluation (ground truth: ``eval.ground_truth``).
 
 The prompts of one image may arrive in several evaluation batches (e.g. 80 COCO prompts
 chunked to fit memory). SAM3's top-K is over *all* prompts of an image, so each batch yields
@@ -26,15 +26,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from typing import Any
-
-import numpy as np
-import torch
-import torch.nn.functional as F
 
 from region_sam3.eval.candidates import ImageCandidates
-from region_sam3.eval.postprocess import PostProcessor, concat_detections
-from region_sam3.eval.types import ImageDetections, ImageGroundTruth, encode_masks
+from region_sam3.eval.postprocess import PostProcessor
+from region_sam3.eval.types import ImageDetections, ImageGroundTruth
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +68,7 @@ class DetectionPool:
                 self._arrivals += 1 << 32  # later batches lose ties, as in one batch
                 merged = old.merge(d, self.max_dets, offset=self._arrivals)
             else:
-                merged = concat_detections([old, d], self.max_dets)
+                merged = ImageDetections.concat([old, d], self.max_dets)
             self._dets[d.image_id] = merged
         for g in gts:
             old_gt = self._gts.get(g.image_id)
@@ -95,7 +90,7 @@ class DetectionPool:
             gt = self._gts.pop(i)
             det = self._dets.pop(i, None)
             if det is None:  # an image with prompts but no candidates (e.g. K slots all empty)
-                det = empty_detections(gt)
+                det = ImageDetections.empty(gt.image_id, gt.height, gt.width)
             elif isinstance(det, ImageCandidates):
                 det = self.postprocessor.finalize(det)
             dets.append(det)
@@ -110,64 +105,3 @@ class DetectionPool:
     def flush(self) -> tuple[list[ImageDetections], list[ImageGroundTruth]]:
         """Release everything (end of epoch)."""
         return self._pop(list(self._gts))
-
-
-def empty_detections(gt: ImageGroundTruth) -> ImageDetections:
-    return ImageDetections(
-        image_id=gt.image_id, height=gt.height, width=gt.width,
-        scores=np.zeros(0, np.float32), labels=np.zeros(0, np.int64),
-        boxes=np.zeros((0, 4), np.float32), rles=[], stability=np.zeros(0, np.float32),
-    )
-
-
-def ground_truth_from_batch(batch: Any) -> list[ImageGroundTruth]:
-    """One ``ImageGroundTruth`` per image of a ``FindQueryBatch``, original frame.
-
-    Uses ``batch.gt_annotations`` (the file's annotations, crowd regions included, attached by
-    ``FindQueryDataset(eval_annotations=True)``). Batches without them (hand-built batches) fall
-    back to the model-frame GT masks cropped to the content window and nearest-resized to the
-    original size, without crowd regions: approximate, and logged.
-    """
-    qii = batch.query_image_index.tolist()
-    cats = batch.category_ids.tolist()
-    image_ids = batch.image_ids.tolist()
-    orig = batch.orig_sizes.tolist()
-    prompted: list[list[int]] = [[] for _ in image_ids]
-    for n, c in zip(qii, cats):
-        prompted[n].append(int(c))
-    annotations = getattr(batch, "gt_annotations", None)
-    if annotations is None:
-        log.warning("evaluation batch has no original-frame annotations (gt_annotations): "
-                    "using model-frame masks resized to the original size, no crowd regions")
-        annotations = _annotations_from_masks(batch)
-    out = []
-    for n, image_id in enumerate(image_ids):
-        wanted = set(prompted[n])
-        anns = annotations[n]
-        out.append(ImageGroundTruth(
-            image_id=int(image_id), height=int(orig[n][0]), width=int(orig[n][1]),
-            annotations=[a for a in anns if int(a["category_id"]) in wanted],
-            prompted_category_ids=tuple(dict.fromkeys(prompted[n])),
-            num_instances=sum(1 for a in anns if not a.get("iscrowd", 0)),
-        ))
-    return out
-
-
-def _annotations_from_masks(batch: Any) -> list[list[dict[str, Any]]]:
-    out: list[list[dict[str, Any]]] = [[] for _ in range(len(batch.image_ids))]
-    image_of_target = batch.query_image_index[batch.target_query_index].tolist()
-    cats = batch.category_ids[batch.target_query_index].tolist()
-    ann_ids = batch.annotation_ids.tolist()
-    for n in range(len(batch.image_ids)):
-        rows = [i for i, m in enumerate(image_of_target) if m == n]
-        if not rows:
-            continue
-        vh, vw = batch.valid_sizes[n].tolist()
-        oh, ow = batch.orig_sizes[n].tolist()
-        masks = batch.masks[rows][:, :vh, :vw].float()
-        masks = F.interpolate(masks[None], size=(oh, ow), mode="nearest")[0] > 0.5
-        areas = masks.flatten(1).sum(1).tolist()
-        for i, rle, area in zip(rows, encode_masks(masks.to(torch.bool)), areas):
-            out[n].append({"id": int(ann_ids[i]), "category_id": int(cats[i]),
-                           "segmentation": rle, "area": float(area), "iscrowd": 0})
-    return out

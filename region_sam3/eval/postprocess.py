@@ -29,7 +29,7 @@ device by sam3's ``rle_encode``; on CPU pycocotools encodes a ``K x H x W`` uint
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,13 +40,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from region_sam3.eval.candidates import ImageCandidates
-from region_sam3.eval.stability import stability_score
-from region_sam3.eval.types import (
-    ImageDetections,
-    IterationMasks,
-    RegionPairs,
-    encode_masks,
-)
+from region_sam3.eval.masks import encode_masks, stability_score
+from region_sam3.eval.types import ImageDetections, IterationMasks
 from region_sam3.outputs import parse_iter_mask_key, presence_scores, same_tensor
 
 
@@ -307,30 +302,3 @@ def _encode_cpu(full: np.ndarray, delta: float) -> tuple[list[dict[str, Any]], n
     # Same convention as ``stability_score``: 1.0 where the lower-threshold mask is empty.
     stability = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
     return rles, stability
-
-
-def concat_detections(parts: Sequence[ImageDetections], max_dets: int) -> ImageDetections:
-    """Merge detections of one image from several batches and keep the top ``max_dets``
-    (stable: earlier parts win ties, as if all prompts had been in one batch)."""
-    first = parts[0]
-    if len(parts) == 1 and len(first) <= max_dets:
-        return first
-    keys = first.iterations.keys()
-    if any(p.iterations.keys() != keys or p.final_iteration != first.final_iteration
-           for p in parts):
-        raise ValueError(f"image {first.image_id}: batches disagree on the refinement iterates")
-    merged = ImageDetections(
-        image_id=first.image_id, height=first.height, width=first.width,
-        scores=np.concatenate([p.scores for p in parts]),
-        labels=np.concatenate([p.labels for p in parts]),
-        boxes=np.concatenate([p.boxes for p in parts]),
-        rles=[r for p in parts for r in p.rles],
-        stability=np.concatenate([p.stability for p in parts]),
-        iterations={t: IterationMasks([r for p in parts for r in p.iterations[t].rles],
-                                      np.concatenate([p.iterations[t].stability for p in parts]))
-                    for t in keys},
-        final_iteration=first.final_iteration,
-        region_pairs=RegionPairs.concat([p.region_pairs for p in parts]),
-    )
-    order = np.argsort(-merged.scores, kind="stable")[:max_dets]
-    return merged.select(order)

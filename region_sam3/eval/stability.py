@@ -15,10 +15,8 @@ sets of kept masks (unmatched original masks count 0).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import torch
@@ -26,34 +24,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from region_sam3.eval.base import DatasetEvaluator, GatherFn, ImageRecord
+from region_sam3.eval.masks import MaskKind
 from region_sam3.eval.matching import category_groups, hungarian_match, mask_iou_matrix
 from region_sam3.eval.types import ImageDetections, ImageGroundTruth
-
-MaskKind = Literal["logits", "probs", "binary"]
-
-STABILITY_DELTA = 1.0
-
-
-def stability_score(
-    masks: Tensor, delta: float = STABILITY_DELTA, mask_kind: MaskKind = "logits"
-) -> Tensor:
-    """SAM stability score.
-
-    Args:
-        masks: ``[..., H, W]`` logits (or probabilities with ``mask_kind="probs"``).
-    Returns:
-        ``[...]`` float32 scores in [0, 1]; 1.0 where the lower-threshold mask is empty.
-    """
-    if mask_kind == "logits":
-        hi, lo = delta, -delta
-    elif mask_kind == "probs":
-        hi, lo = 1.0 / (1.0 + math.exp(-delta)), 1.0 / (1.0 + math.exp(delta))
-    else:
-        raise ValueError("stability needs soft masks (logits or probs), not binary")
-    flat = masks.detach().flatten(-2)
-    inter = (flat > hi).sum(-1).float()
-    union = (flat > lo).sum(-1).float()
-    return torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))
 
 
 @dataclass

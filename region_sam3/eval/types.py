@@ -21,9 +21,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
-import pycocotools.mask as mask_utils
-import torch
-from torch import Tensor
 
 
 @dataclass
@@ -133,6 +130,42 @@ class ImageDetections:
         )
 
 
+    @staticmethod
+    def concat(parts: Sequence[ImageDetections], max_dets: int) -> ImageDetections:
+        """Merge detections of one image from several batches and keep the top ``max_dets``
+        (stable: earlier parts win ties, as if all prompts had been in one batch)."""
+        first = parts[0]
+        if len(parts) == 1 and len(first) <= max_dets:
+            return first
+        keys = first.iterations.keys()
+        if any(p.iterations.keys() != keys or p.final_iteration != first.final_iteration
+               for p in parts):
+            raise ValueError(f"image {first.image_id}: batches disagree on the refinement iterates")
+        merged = ImageDetections(
+            image_id=first.image_id, height=first.height, width=first.width,
+            scores=np.concatenate([p.scores for p in parts]),
+            labels=np.concatenate([p.labels for p in parts]),
+            boxes=np.concatenate([p.boxes for p in parts]),
+            rles=[r for p in parts for r in p.rles],
+            stability=np.concatenate([p.stability for p in parts]),
+            iterations={t: IterationMasks([r for p in parts for r in p.iterations[t].rles],
+                                          np.concatenate([p.iterations[t].stability for p in parts]))
+                        for t in keys},
+            final_iteration=first.final_iteration,
+            region_pairs=RegionPairs.concat([p.region_pairs for p in parts]),
+        )
+        order = np.argsort(-merged.scores, kind="stable")[:max_dets]
+        return merged.select(order)
+
+    @staticmethod
+    def empty(image_id: int, height: int, width: int) -> ImageDetections:
+        """No detections (an image with prompts but no candidates)."""
+        return ImageDetections(
+            image_id=image_id, height=height, width=width,
+            scores=np.zeros(0, np.float32), labels=np.zeros(0, np.int64),
+            boxes=np.zeros((0, 4), np.float32), rles=[], stability=np.zeros(0, np.float32))
+
+
 @dataclass
 class ImageGroundTruth:
     """COCO ground truth of one image in the original frame.
@@ -161,24 +194,3 @@ class ImageGroundTruth:
         cats = tuple(dict.fromkeys(self.prompted_category_ids + other.prompted_category_ids))
         return replace(self, annotations=anns, prompted_category_ids=cats,
                        num_instances=max(self.num_instances, other.num_instances))
-
-
-def encode_masks(masks: Tensor) -> list[dict[str, Any]]:
-    """``[N, H, W]`` bool masks (any device) -> N COCO RLEs with ``counts`` as str.
-
-    CUDA: sam3's ``rle_encode`` finds the runs on the device, only run lengths reach the host.
-    CPU: pycocotools on a Fortran-ordered view, built by transposing on the tensor side so no
-    extra host copy is made (``[N, W, H]`` C-order == ``[H, W, N]`` F-order).
-    """
-    if masks.shape[0] == 0:
-        return []
-    if masks.device.type == "cuda":
-        from sam3.train.masks_ops import rle_encode
-
-        return rle_encode(masks.bool())
-    arr = masks.detach().to(torch.uint8).transpose(1, 2).contiguous().cpu().numpy()
-    rles = mask_utils.encode(arr.transpose(2, 1, 0))
-    for r in rles:
-        r["counts"] = r["counts"].decode("ascii")
-    return rles
-

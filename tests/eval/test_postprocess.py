@@ -138,7 +138,7 @@ def test_candidate_pool_encodes_each_kept_mask_once_and_equals_one_batch(monkeyp
 
 
 def test_cpu_stability_equals_sam3_formula():
-    from region_sam3.eval.stability import stability_score
+    from region_sam3.eval.masks import stability_score
 
     out = outputs(1, 8, seed=5)
     out["pred_masks"][0, :2] = -9.0  # empty masks: stability 1.0 by SAM's convention

@@ -257,8 +257,7 @@ def test_rescoring_the_file_gives_the_logged_boundary_ap(evaluated):
 
 def test_ranks_parts_are_merged_once_per_image(tmp_path):
     """Two ranks (DistributedSampler padding repeats an image): rank 0 merges, no duplicate."""
-    from region_sam3.eval.pool import empty_detections
-    from region_sam3.eval.types import ImageDetections, ImageGroundTruth
+    from region_sam3.eval.types import ImageDetections
 
     def dets(image_id, score):
         rle = mask_utils.encode(np.asfortranarray(np.ones((4, 6), np.uint8)))
@@ -271,7 +270,7 @@ def test_ranks_parts_are_merged_once_per_image(tmp_path):
     w1 = CocoResultsWriter(tmp_path, rank=1, world_size=2)
     w0.write([dets(1, 0.5), dets(2, 0.25)])
     w1.write([dets(3, 0.75), dets(1, 0.5)])
-    w1.write([empty_detections(ImageGroundTruth(4, 4, 6, [], (3,), 0))])
+    w1.write([ImageDetections.empty(4, 4, 6)])
     w1.close()
     assert w1.finish() == []  # only rank 0 writes the file
     (path,) = w0.finish()

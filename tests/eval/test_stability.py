@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from region_sam3.eval import StabilityEvaluator
-from region_sam3.eval.stability import perturbation_stability, stability_score, translate
+from region_sam3.eval.masks import stability_score
+from region_sam3.eval.stability import perturbation_stability, translate
 from tests.eval.records import box_mask, detections, ground_truth
 
 
