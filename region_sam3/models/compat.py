@@ -83,8 +83,3 @@ class CpuSafeSequenceGeometryEncoder(SequenceGeometryEncoder):
             return super()._encode_boxes(boxes, boxes_mask, boxes_labels, img_feats)
         with _pin_memory_is_identity():
             return super()._encode_boxes(boxes, boxes_mask, boxes_labels, img_feats)
-
-
-def focal_loss_uses_triton() -> bool:
-    """Whether `sam3`'s triton focal-loss kernels can run here (they need a CUDA device)."""
-    return torch.cuda.is_available()
