@@ -19,6 +19,7 @@ iterated 3x3 erosion in ``tests/eval/test_boundary.py``.
 
 from __future__ import annotations
 
+import math
 import sys
 
 import numpy as np
@@ -28,6 +29,12 @@ from scipy import ndimage
 from torch import Tensor
 
 _WORD = 64
+DILATION_RATIO = 0.02
+
+
+def boundary_width(height: int, width: int, dilation_ratio: float = DILATION_RATIO) -> int:
+    """Band width ``d`` in pixels: ``max(1, round(ratio * image diagonal))``."""
+    return max(1, int(round(dilation_ratio * math.sqrt(height**2 + width**2))))
 
 
 def band_per_mask(mask: np.ndarray, d: int) -> np.ndarray:

@@ -22,7 +22,6 @@ Keys (prefix ``"boundary"``): same names as mask AP (``boundary/AP``, ``boundary
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -30,7 +29,12 @@ import pycocotools.mask as mask_utils
 from pycocotools.cocoeval import COCOeval
 from torch import Tensor
 
-from region_sam3.eval.bands import bands_numpy, boundary_bands
+from region_sam3.eval.bands import (
+    DILATION_RATIO,
+    bands_numpy,
+    boundary_bands,
+    boundary_width,
+)
 from region_sam3.eval.base import GatherFn, ImageRecord, nan_if_empty
 from region_sam3.eval.coco_ap import (
     CocoImageSummary,
@@ -41,13 +45,6 @@ from region_sam3.eval.coco_ap import (
     summarize_coco,
 )
 from region_sam3.eval.types import ImageDetections, ImageGroundTruth
-
-DILATION_RATIO = 0.02
-
-
-def boundary_width(height: int, width: int, dilation_ratio: float = DILATION_RATIO) -> int:
-    """Band width ``d`` in pixels: ``max(1, round(ratio * image diagonal))``."""
-    return max(1, int(round(dilation_ratio * math.sqrt(height**2 + width**2))))
 
 
 def mask_to_boundary(masks: Tensor, dilation_ratio: float = DILATION_RATIO) -> Tensor:
@@ -140,7 +137,10 @@ class BoundaryAPEvaluator(COCOMaskEvaluator):
 
     def summarize(self, dets: ImageDetections, gt: ImageGroundTruth) -> CocoImageSummary:
         s = summarize_coco(dets, gt)
-        bands = rle_boundaries([d["segmentation"] for d in s.dt], self.dilation_ratio)
+        if dets.boundaries is not None and dets.boundary_ratio == self.dilation_ratio:
+            bands = dets.boundaries  # made by the post-processor next to the masks
+        else:
+            bands = rle_boundaries([d["segmentation"] for d in s.dt], self.dilation_ratio)
         for d, b in zip(s.dt, bands):
             d["boundary"] = b
         # `process` summarises every refinement iterate against the same GT object: its bands

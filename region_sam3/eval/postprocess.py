@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from region_sam3.eval.bands import bands_numpy, bands_torch, boundary_width
 from region_sam3.eval.candidates import ImageCandidates
 from region_sam3.eval.stability import stability_score
 from region_sam3.eval.types import (
@@ -178,6 +179,9 @@ class PostProcessor:
             frame, where the mask is evaluated).
         chunk_pixels: resized logits held at once on the device (elements; bounds memory for
             large originals).
+        boundary_ratio: also make the boundary band RLE of every kept mask (dilation ratio of
+            Boundary AP, 0.02), in one batched operation per chunk on the logits' device while
+            the thresholded masks are there; None: Boundary AP decodes the RLEs itself.
     """
 
     def __init__(
@@ -186,6 +190,7 @@ class PostProcessor:
         per_iteration: bool = True,
         stability_delta: float = 1.0,
         chunk_pixels: int = 1 << 24,
+        boundary_ratio: float | None = None,
     ) -> None:
         if max_dets_per_image < 1:
             raise ValueError(f"max_dets_per_image must be >= 1, got {max_dets_per_image}")
@@ -193,6 +198,7 @@ class PostProcessor:
         self.per_iteration = per_iteration
         self.delta = stability_delta
         self.chunk_pixels = int(chunk_pixels)
+        self.boundary_ratio = boundary_ratio
 
     @torch.no_grad()
     def select(
@@ -252,6 +258,7 @@ class PostProcessor:
             iterations={t: self._encode(m, cand) for t, m in cand.iterations.items()},
             final_iteration=cand.final_iteration,
             region_pairs=cand.region_pairs,
+            boundaries=final.boundaries, boundary_ratio=self.boundary_ratio,
         )
 
     def _encode(self, logits: Tensor, cand: ImageCandidates) -> IterationMasks:
@@ -265,20 +272,25 @@ class PostProcessor:
         """
         oh, ow = cand.orig_size
         chunk = max(1, self.chunk_pixels // max(1, oh * ow))
-        rles, stab = [], []
+        d = None if self.boundary_ratio is None else boundary_width(oh, ow, self.boundary_ratio)
+        rles, stab, bands = [], [], []
         for start in range(0, logits.shape[0], chunk):
             full = masks_to_original(logits[start:start + chunk], cand.canvas_size,
                                      cand.valid_size, (oh, ow))
             if full.device.type == "cpu":
-                r, s = _encode_cpu(full.numpy(), self.delta)
+                r, s, b = _encode_cpu(full.numpy(), self.delta, d)
                 rles.extend(r)
                 stab.append(s)
+                bands.extend(b)
             else:
                 stab.append(stability_score(full, self.delta).cpu().numpy())
-                rles.extend(encode_masks(full > 0))
+                binary = full > 0
+                rles.extend(encode_masks(binary))
+                if d is not None:
+                    bands.extend(encode_masks(bands_torch(binary, d)))
             del full
         stability = np.concatenate(stab) if stab else np.zeros(0)
-        return IterationMasks(rles, stability.astype("float32"))
+        return IterationMasks(rles, stability.astype("float32"), bands if d is not None else None)
 
     @torch.no_grad()
     def __call__(
@@ -293,20 +305,27 @@ class PostProcessor:
         return [self.finalize(c) for c in self.select(out, layout, score_floors)]
 
 
-def _encode_cpu(full: np.ndarray, delta: float) -> tuple[list[dict[str, Any]], np.ndarray]:
-    """``[K, H, W]`` float32 logits -> (K RLEs of ``> 0``, ``[K]`` SAM stability scores)."""
+def _encode_cpu(
+    full: np.ndarray, delta: float, band_width: int | None = None
+) -> tuple[list[dict[str, Any]], np.ndarray, list[dict[str, Any]]]:
+    """``[K, H, W]`` float32 logits -> (K RLEs of ``> 0``, ``[K]`` SAM stability scores, K RLEs
+    of the boundary bands at ``band_width``, or [] without one)."""
     k, h, w = full.shape
     fortran = np.empty((k, w, h), dtype=np.bool_)  # == [H, W, K] in Fortran order
     np.greater(full, 0, out=fortran.transpose(0, 2, 1))
     rles = mask_utils.encode(fortran.view(np.uint8).transpose(2, 1, 0)) if k else []
-    for r in rles:
+    bands = []
+    if band_width is not None and k:
+        # The [K, W, H] stack erodes like [K, H, W] (square element); back to Fortran [H, W, K].
+        bands = mask_utils.encode(bands_numpy(fortran, band_width).transpose(2, 1, 0))
+    for r in [*rles, *bands]:
         r["counts"] = r["counts"].decode("ascii")
     flat = full.reshape(k, -1)
     inter = np.array([np.count_nonzero(m > delta) for m in flat], dtype=np.float64)
     union = np.array([np.count_nonzero(m > -delta) for m in flat], dtype=np.float64)
     # Same convention as ``stability_score``: 1.0 where the lower-threshold mask is empty.
     stability = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
-    return rles, stability
+    return rles, stability, bands
 
 
 def concat_detections(parts: Sequence[ImageDetections], max_dets: int) -> ImageDetections:
@@ -319,6 +338,13 @@ def concat_detections(parts: Sequence[ImageDetections], max_dets: int) -> ImageD
     if any(p.iterations.keys() != keys or p.final_iteration != first.final_iteration
            for p in parts):
         raise ValueError(f"image {first.image_id}: batches disagree on the refinement iterates")
+
+    def joined(get):  # boundary RLEs survive a merge only when every part has them
+        lists = [get(p) for p in parts]
+        return None if any(v is None for v in lists) else [r for v in lists for r in v]
+
+    ratio = first.boundary_ratio if all(p.boundary_ratio == first.boundary_ratio
+                                        for p in parts) else None
     merged = ImageDetections(
         image_id=first.image_id, height=first.height, width=first.width,
         scores=np.concatenate([p.scores for p in parts]),
@@ -327,10 +353,13 @@ def concat_detections(parts: Sequence[ImageDetections], max_dets: int) -> ImageD
         rles=[r for p in parts for r in p.rles],
         stability=np.concatenate([p.stability for p in parts]),
         iterations={t: IterationMasks([r for p in parts for r in p.iterations[t].rles],
-                                      np.concatenate([p.iterations[t].stability for p in parts]))
+                                      np.concatenate([p.iterations[t].stability for p in parts]),
+                                      joined(lambda p, t=t: p.iterations[t].boundaries))
                     for t in keys},
         final_iteration=first.final_iteration,
         region_pairs=RegionPairs.concat([p.region_pairs for p in parts]),
+        boundaries=joined(lambda p: p.boundaries) if ratio is not None else None,
+        boundary_ratio=ratio,
     )
     order = np.argsort(-merged.scores, kind="stable")[:max_dets]
     return merged.select(order)

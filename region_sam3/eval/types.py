@@ -33,10 +33,12 @@ class IterationMasks:
     Attributes:
         rles: ``K`` COCO RLEs aligned with the detections.
         stability: ``[K]`` float32 SAM stability score of each mask (see ``stability``).
+        boundaries: optional ``K`` RLEs of the masks' boundary bands (``ImageDetections``).
     """
 
     rles: list[dict[str, Any]]
     stability: np.ndarray
+    boundaries: list[dict[str, Any]] | None = None
 
 
 @dataclass
@@ -81,6 +83,9 @@ class ImageDetections:
         final_iteration: the iterate ``t`` that *is* the final mask (its metrics are copied from
             the final ones, never recomputed), or None.
         region_pairs: optional distillation pairs of the image.
+        boundaries: optional ``K`` RLEs of the boundary bands of the final masks, made by the
+            post-processor while the masks are dense (Boundary AP then skips decoding them);
+            ``boundary_ratio`` is the dilation ratio they were made with.
     """
 
     image_id: int
@@ -94,9 +99,14 @@ class ImageDetections:
     iterations: dict[int, IterationMasks] = field(default_factory=dict)
     final_iteration: int | None = None
     region_pairs: RegionPairs | None = None
+    boundaries: list[dict[str, Any]] | None = None
+    boundary_ratio: float | None = None
 
     def __post_init__(self) -> None:
         k = len(self.rles)
+        if self.boundaries is not None and len(self.boundaries) != k:
+            raise ValueError(f"image {self.image_id}: {len(self.boundaries)} boundaries for "
+                             f"{k} masks")
         if not (len(self.scores) == len(self.labels) == len(self.boxes) == len(self.stability) == k):
             raise ValueError(
                 f"image {self.image_id}: scores/labels/boxes/stability/rles lengths differ "
@@ -119,16 +129,20 @@ class ImageDetections:
             return self
         it = self.iterations[t]
         return replace(self, rles=it.rles, stability=it.stability, iterations={},
-                       final_iteration=None)
+                       final_iteration=None, boundaries=it.boundaries)
 
     def select(self, idx: np.ndarray) -> ImageDetections:
         """Subset / reorder of the detections (``idx``: ``[K']`` int indices)."""
         idx = np.asarray(idx, dtype=np.int64)
+
+        def pick(rles):
+            return None if rles is None else [rles[i] for i in idx]
+
         return replace(
             self,
             scores=self.scores[idx], labels=self.labels[idx], boxes=self.boxes[idx],
-            rles=[self.rles[i] for i in idx], stability=self.stability[idx],
-            iterations={t: IterationMasks([it.rles[i] for i in idx], it.stability[idx])
+            rles=pick(self.rles), stability=self.stability[idx], boundaries=pick(self.boundaries),
+            iterations={t: IterationMasks(pick(it.rles), it.stability[idx], pick(it.boundaries))
                         for t, it in self.iterations.items()},
         )
 

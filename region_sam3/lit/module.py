@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from region_sam3.data.batch import FindQueryBatch
 from region_sam3.data.sam3_adapter import to_sam3_batch
 from region_sam3.eval import DetectionPool, EvaluatorList, PostProcessor
+from region_sam3.eval.bands import DILATION_RATIO
 from region_sam3.eval.config import check_evaluation_config
 from region_sam3.lit.distillation import DistillationMixin
 from region_sam3.lit.evaluation import EvaluationMixin, final_output
@@ -159,6 +160,8 @@ class RegionSam3Module(DistillationMixin, EvaluationMixin, L.LightningModule):
             max_dets_per_image=int(self.evaluation.get(
                 "max_dets_per_image", self.evaluation.get("max_dets", 100))),
             per_iteration=bool(self.evaluation.get("per_iteration", True)),
+            # Boundary AP's bands are made on the logits' device next to the masks.
+            boundary_ratio=DILATION_RATIO if self.evaluation.get("boundary", True) else None,
         )
         self.evaluators: dict[str, EvaluatorList] = {}
         self.eval_pools: dict[str, DetectionPool] = {}

@@ -67,3 +67,27 @@ def test_rle_boundaries_of_a_stack_equal_per_mask_bands():
 def test_empty_stack():
     assert bands_numpy(np.zeros((0, 5, 6), np.uint8), 2).shape == (0, 5, 6)
     assert bands_torch(torch.zeros(0, 5, 6, dtype=torch.bool), 2).shape == (0, 5, 6)
+
+
+def test_post_processor_bands_equal_bands_of_its_rles():
+    """``PostProcessor(boundary_ratio=...)`` makes, for the final masks and every iterate, the
+    bands ``rle_boundaries`` makes from the RLEs; they survive ``select`` / ``view``."""
+    from region_sam3.eval import BatchLayout, PostProcessor
+
+    g = torch.Generator().manual_seed(0)
+    b, q = 3, 6
+    out = {"pred_logits": torch.randn(b, q, 1, generator=g),
+           "presence_logit_dec": torch.randn(b, 1, generator=g),
+           "pred_boxes": torch.rand(b, q, 4, generator=g) * 0.5 + 0.25,
+           "pred_masks": torch.randn(b, q, 12, 12, generator=g) * 3,
+           "pred_masks_iter0": torch.randn(b, q, 12, 12, generator=g) * 3}
+    layout = BatchLayout(torch.tensor([0, 0, 1]), torch.tensor([1, 2, 1]), [5, 6],
+                         [(70, 45), (33, 90)], [(48, 48), (48, 30)], (48, 48))
+    for dets in PostProcessor(10, boundary_ratio=0.02, chunk_pixels=3 * 70 * 45)(out, layout):
+        assert dets.boundary_ratio == 0.02 and len(dets) == (10 if dets.image_id == 5 else 6)
+        assert dets.boundaries == rle_boundaries(dets.rles)
+        it = dets.view(0)
+        assert it.boundaries == rle_boundaries(it.rles) and it.rles != dets.rles
+        sub = dets.select(np.array([4, 1]))
+        assert sub.boundaries == [dets.boundaries[4], dets.boundaries[1]]
+    assert PostProcessor(10)(out, layout)[0].boundaries is None
