@@ -21,13 +21,19 @@ prompts x 4 sources (it needs ~130 GB per image), so it is run on ``--old-prompt
 with the final masks only and extrapolated linearly (memory and time are both linear in
 prompts x sources on that path).
 
+``--baseline COMMIT`` first runs the same loop, on identical data, with ``region_sam3/eval`` as
+of ``COMMIT`` (e.g. the commit before an optimisation), prints both and checks every metric is
+unchanged. sam3 (imported lazily by cgF1) is imported before timing, as in a real run.
+
     PYTHONPATH=. OMP_NUM_THREADS=1 nice -n 10 python benchmarks/eval_memory.py --images 20
+    PYTHONPATH=. OMP_NUM_THREADS=1 python benchmarks/eval_memory.py --images 3 --baseline 4ddd669
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import subprocess
 import sys
 import tempfile
@@ -41,13 +47,7 @@ import pycocotools.mask as mask_utils
 import torch
 import torch.nn.functional as F
 
-from region_sam3.eval import (
-    BatchLayout,
-    DetectionPool,
-    ImageGroundTruth,
-    PostProcessor,
-    build_default_evaluators,
-)
+from region_sam3.eval import types as ev_types
 
 Q, LOW, CANVAS, ORIG, ITERS = 200, 288, 1008, (480, 640), 3
 
@@ -99,7 +99,7 @@ def make_outputs(prompts: int, g: torch.Generator) -> dict:
     return out
 
 
-def make_gt(image_id: int, cats: list[int], rng: np.random.Generator) -> ImageGroundTruth:
+def make_gt(image_id: int, cats: list[int], rng: np.random.Generator, gt_cls=None):
     h, w = ORIG
     anns = []
     for c in cats[:6]:  # 6 positive categories with 1-3 instances, the rest negatives
@@ -111,25 +111,31 @@ def make_gt(image_id: int, cats: list[int], rng: np.random.Generator) -> ImageGr
             r["counts"] = r["counts"].decode()
             anns.append({"id": len(anns) + 1 + 1000 * image_id, "category_id": c,
                          "segmentation": r, "area": float(m.sum()), "iscrowd": 0})
-    return ImageGroundTruth(image_id, h, w, anns, tuple(cats), len(anns))
+    return (gt_cls or ev_types.ImageGroundTruth)(image_id, h, w, anns, tuple(cats), len(anns))
 
 
-def run_new(images: int, prompts: int, chunk: int) -> dict:
+def run_new(images: int, prompts: int, chunk: int, ev=None) -> dict:
+    """The current path, or with ``ev`` the same loop on another ``region_sam3.eval`` package
+    (``--baseline``: an older commit's, for a side-by-side before/after on identical data)."""
+    ev = ev or importlib.import_module("region_sam3.eval")
     g, rng = torch.Generator().manual_seed(0), np.random.default_rng(0)
-    post = PostProcessor(100)
-    pool = DetectionPool(100, post)
-    evaluators = build_default_evaluators(crowded_thresholds=(10,))
+    # Boundary bands made next to the masks where this version of the package can.
+    extra = ({"boundary_ratio": 0.02}
+             if "boundary_ratio" in inspect.signature(ev.PostProcessor).parameters else {})
+    post = ev.PostProcessor(100, **extra)
+    pool = ev.DetectionPool(100, post)
+    evaluators = ev.build_default_evaluators(crowded_thresholds=(10,))
     meter = PeakRSS()
     t_post = 0.0
     for i in range(images):
         cats = list(range(1, prompts + 1))
-        gt = make_gt(i, cats, rng)
+        gt = make_gt(i, cats, rng, ev.ImageGroundTruth)
         for start in range(0, prompts, chunk):
             n = min(chunk, prompts - start)
             out = make_outputs(n, g)
             meter.rebase()  # the outputs handed over are not the evaluation's memory
             t0 = time.perf_counter()
-            layout = BatchLayout(torch.zeros(n, dtype=torch.long),
+            layout = ev.BatchLayout(torch.zeros(n, dtype=torch.long),
                                  torch.tensor(cats[start:start + n]), [i], [ORIG],
                                  [(CANVAS, CANVAS)], (CANVAS, CANVAS))
             pool.add(post.select(out, layout, pool.score_floors([i])), [gt])
@@ -144,22 +150,23 @@ def run_new(images: int, prompts: int, chunk: int) -> dict:
     peak = meter.stop()
     return {"peak_added_mb": peak / 2**20, "post_s_per_image": t_post / images,
             "evaluate_s_per_image": t_eval / images, "num_metrics": len(metrics),
-            "mask_AP": metrics["mask/AP"], "dets_per_image": metrics["mask/num_dets"] / images}
+            "mask_AP": metrics["mask/AP"], "dets_per_image": metrics["mask/num_dets"] / images,
+            "metrics": metrics}
 
 
-def load_old_eval(commit: str = "e7fe887"):
-    """The pre-issue-10 ``region_sam3.eval`` package, imported as ``old_region_sam3_eval``."""
-    root = Path(tempfile.mkdtemp()) / "old_region_sam3_eval"
+def load_old_eval(commit: str = "e7fe887", name: str = "old_region_sam3_eval"):
+    """``region_sam3.eval`` as of ``commit`` (default: pre-issue-10), imported as ``name``."""
+    root = Path(tempfile.mkdtemp()) / name
     root.mkdir()
     repo = Path(__file__).resolve().parent.parent
     names = subprocess.run(["git", "ls-tree", "--name-only", commit, "region_sam3/eval/"],
                            cwd=repo, capture_output=True, text=True, check=True).stdout.split()
-    for name in names:
-        text = subprocess.run(["git", "show", f"{commit}:{name}"], cwd=repo, capture_output=True,
+    for path in names:
+        text = subprocess.run(["git", "show", f"{commit}:{path}"], cwd=repo, capture_output=True,
                               text=True, check=True).stdout
-        (root / Path(name).name).write_text(text.replace("region_sam3.eval", "old_region_sam3_eval"))
+        (root / Path(path).name).write_text(text.replace("region_sam3.eval", name))
     sys.path.insert(0, str(root.parent))
-    return importlib.import_module("old_region_sam3_eval")
+    return importlib.import_module(name)
 
 
 def run_old(prompts: int) -> dict:
@@ -197,15 +204,35 @@ def main() -> None:
     p.add_argument("--chunk", type=int, default=5, help="prompts per evaluation batch")
     p.add_argument("--old", action="store_true", help="also run the old path (extrapolated)")
     p.add_argument("--old-prompts", type=int, default=1)
+    p.add_argument("--baseline", metavar="COMMIT", default=None,
+                   help="also run the same loop with region_sam3/eval from COMMIT (before/after)")
     args = p.parse_args()
     torch.set_num_threads(1)
-    new = run_new(args.images, args.prompts, args.chunk)
-    per_image = new["post_s_per_image"] + new["evaluate_s_per_image"]
-    print(f"new path: {args.images} images x {args.prompts} prompts x {Q} queries, {LOW}^2 "
+    # CGF1Evaluator imports sam3 lazily; an evaluation run has it imported with the model, so
+    # the one-off import (~3 s) is not charged to the first evaluate().
+    importlib.import_module("sam3.eval.cgf1_eval")
+    print(f"{args.images} images x {args.prompts} prompts x {Q} queries, {LOW}^2 "
           f"logits, T={ITERS}, originals {ORIG[1]}x{ORIG[0]}, {args.chunk} prompts/batch")
-    print(f"  peak added host RSS {new['peak_added_mb']:.0f} MB; {per_image:.2f} s/image "
-          f"(post-process {new['post_s_per_image']:.2f}, evaluate {new['evaluate_s_per_image']:.2f});"
-          f" {new['dets_per_image']:.0f} detections/image; {new['num_metrics']} metrics")
+    runs = {}
+    if args.baseline:
+        runs[f"baseline {args.baseline}"] = run_new(
+            args.images, args.prompts, args.chunk, load_old_eval(args.baseline, "base_eval"))
+    runs["current"] = new = run_new(args.images, args.prompts, args.chunk)
+    for label, r in runs.items():
+        per_image = r["post_s_per_image"] + r["evaluate_s_per_image"]
+        print(f"{label}: peak added host RSS {r['peak_added_mb']:.0f} MB; {per_image:.2f} s/image "
+              f"(post-process {r['post_s_per_image']:.2f}, evaluate "
+              f"{r['evaluate_s_per_image']:.2f}); {r['dets_per_image']:.0f} detections/image; "
+              f"{r['num_metrics']} metrics")
+    if args.baseline:
+        base = next(iter(runs.values()))["metrics"]
+        cur = new["metrics"]
+        same_keys = base.keys() == cur.keys()
+        diffs = [abs(base[k] - cur[k]) for k in cur if k in base
+                 and not (np.isnan(base[k]) and np.isnan(cur[k]))]
+        print(f"metrics vs baseline: same keys {same_keys}; max |diff| "
+              f"{max(diffs, default=0.0):.3g} over {len(diffs)} non-NaN values")
+    per_image = new["post_s_per_image"] + new["evaluate_s_per_image"]
     if args.old:
         old = run_old(args.old_prompts)
         scale = args.prompts / args.old_prompts * (ITERS + 1)  # prompts x mask sources

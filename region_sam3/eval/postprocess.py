@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from region_sam3.eval.bands import bands_numpy, bands_torch, boundary_width
 from region_sam3.eval.candidates import ImageCandidates
 from region_sam3.eval.masks import encode_masks, stability_score
 from region_sam3.eval.types import ImageDetections, IterationMasks
@@ -173,6 +174,9 @@ class PostProcessor:
             frame, where the mask is evaluated).
         chunk_pixels: resized logits held at once on the device (elements; bounds memory for
             large originals).
+        boundary_ratio: also make the boundary band RLE of every kept mask (dilation ratio of
+            Boundary AP, 0.02), in one batched operation per chunk on the logits' device while
+            the thresholded masks are there; None: Boundary AP decodes the RLEs itself.
     """
 
     def __init__(
@@ -181,6 +185,7 @@ class PostProcessor:
         per_iteration: bool = True,
         stability_delta: float = 1.0,
         chunk_pixels: int = 1 << 24,
+        boundary_ratio: float | None = None,
     ) -> None:
         if max_dets_per_image < 1:
             raise ValueError(f"max_dets_per_image must be >= 1, got {max_dets_per_image}")
@@ -188,6 +193,7 @@ class PostProcessor:
         self.per_iteration = per_iteration
         self.delta = stability_delta
         self.chunk_pixels = int(chunk_pixels)
+        self.boundary_ratio = boundary_ratio
 
     @torch.no_grad()
     def select(
@@ -247,6 +253,7 @@ class PostProcessor:
             iterations={t: self._encode(m, cand) for t, m in cand.iterations.items()},
             final_iteration=cand.final_iteration,
             region_pairs=cand.region_pairs,
+            boundaries=final.boundaries, boundary_ratio=self.boundary_ratio,
         )
 
     def _encode(self, logits: Tensor, cand: ImageCandidates) -> IterationMasks:
@@ -260,20 +267,25 @@ class PostProcessor:
         """
         oh, ow = cand.orig_size
         chunk = max(1, self.chunk_pixels // max(1, oh * ow))
-        rles, stab = [], []
+        d = None if self.boundary_ratio is None else boundary_width(oh, ow, self.boundary_ratio)
+        rles, stab, bands = [], [], []
         for start in range(0, logits.shape[0], chunk):
             full = masks_to_original(logits[start:start + chunk], cand.canvas_size,
                                      cand.valid_size, (oh, ow))
             if full.device.type == "cpu":
-                r, s = _encode_cpu(full.numpy(), self.delta)
+                r, s, b = _encode_cpu(full.numpy(), self.delta, d)
                 rles.extend(r)
                 stab.append(s)
+                bands.extend(b)
             else:
                 stab.append(stability_score(full, self.delta).cpu().numpy())
-                rles.extend(encode_masks(full > 0))
+                binary = full > 0
+                rles.extend(encode_masks(binary))
+                if d is not None:
+                    bands.extend(encode_masks(bands_torch(binary, d)))
             del full
         stability = np.concatenate(stab) if stab else np.zeros(0)
-        return IterationMasks(rles, stability.astype("float32"))
+        return IterationMasks(rles, stability.astype("float32"), bands if d is not None else None)
 
     @torch.no_grad()
     def __call__(
@@ -288,17 +300,24 @@ class PostProcessor:
         return [self.finalize(c) for c in self.select(out, layout, score_floors)]
 
 
-def _encode_cpu(full: np.ndarray, delta: float) -> tuple[list[dict[str, Any]], np.ndarray]:
-    """``[K, H, W]`` float32 logits -> (K RLEs of ``> 0``, ``[K]`` SAM stability scores)."""
+def _encode_cpu(
+    full: np.ndarray, delta: float, band_width: int | None = None
+) -> tuple[list[dict[str, Any]], np.ndarray, list[dict[str, Any]]]:
+    """``[K, H, W]`` float32 logits -> (K RLEs of ``> 0``, ``[K]`` SAM stability scores, K RLEs
+    of the boundary bands at ``band_width``, or [] without one)."""
     k, h, w = full.shape
     fortran = np.empty((k, w, h), dtype=np.bool_)  # == [H, W, K] in Fortran order
     np.greater(full, 0, out=fortran.transpose(0, 2, 1))
     rles = mask_utils.encode(fortran.view(np.uint8).transpose(2, 1, 0)) if k else []
-    for r in rles:
+    bands = []
+    if band_width is not None and k:
+        # The [K, W, H] stack erodes like [K, H, W] (square element); back to Fortran [H, W, K].
+        bands = mask_utils.encode(bands_numpy(fortran, band_width).transpose(2, 1, 0))
+    for r in [*rles, *bands]:
         r["counts"] = r["counts"].decode("ascii")
     flat = full.reshape(k, -1)
     inter = np.array([np.count_nonzero(m > delta) for m in flat], dtype=np.float64)
     union = np.array([np.count_nonzero(m > -delta) for m in flat], dtype=np.float64)
     # Same convention as ``stability_score``: 1.0 where the lower-threshold mask is empty.
     stability = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
-    return rles, stability
+    return rles, stability, bands

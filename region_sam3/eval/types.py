@@ -30,10 +30,12 @@ class IterationMasks:
     Attributes:
         rles: ``K`` COCO RLEs aligned with the detections.
         stability: ``[K]`` float32 SAM stability score of each mask (see ``stability``).
+        boundaries: optional ``K`` RLEs of the masks' boundary bands (``ImageDetections``).
     """
 
     rles: list[dict[str, Any]]
     stability: np.ndarray
+    boundaries: list[dict[str, Any]] | None = None
 
 
 @dataclass
@@ -78,6 +80,9 @@ class ImageDetections:
         final_iteration: the iterate ``t`` that *is* the final mask (its metrics are copied from
             the final ones, never recomputed), or None.
         region_pairs: optional distillation pairs of the image.
+        boundaries: optional ``K`` RLEs of the boundary bands of the final masks, made by the
+            post-processor while the masks are dense (Boundary AP then skips decoding them);
+            ``boundary_ratio`` is the dilation ratio they were made with.
     """
 
     image_id: int
@@ -91,9 +96,14 @@ class ImageDetections:
     iterations: dict[int, IterationMasks] = field(default_factory=dict)
     final_iteration: int | None = None
     region_pairs: RegionPairs | None = None
+    boundaries: list[dict[str, Any]] | None = None
+    boundary_ratio: float | None = None
 
     def __post_init__(self) -> None:
         k = len(self.rles)
+        if self.boundaries is not None and len(self.boundaries) != k:
+            raise ValueError(f"image {self.image_id}: {len(self.boundaries)} boundaries for "
+                             f"{k} masks")
         if not (len(self.scores) == len(self.labels) == len(self.boxes) == len(self.stability) == k):
             raise ValueError(
                 f"image {self.image_id}: scores/labels/boxes/stability/rles lengths differ "
@@ -116,19 +126,22 @@ class ImageDetections:
             return self
         it = self.iterations[t]
         return replace(self, rles=it.rles, stability=it.stability, iterations={},
-                       final_iteration=None)
+                       final_iteration=None, boundaries=it.boundaries)
 
     def select(self, idx: np.ndarray) -> ImageDetections:
         """Subset / reorder of the detections (``idx``: ``[K']`` int indices)."""
         idx = np.asarray(idx, dtype=np.int64)
+
+        def pick(rles):
+            return None if rles is None else [rles[i] for i in idx]
+
         return replace(
             self,
             scores=self.scores[idx], labels=self.labels[idx], boxes=self.boxes[idx],
-            rles=[self.rles[i] for i in idx], stability=self.stability[idx],
-            iterations={t: IterationMasks([it.rles[i] for i in idx], it.stability[idx])
+            rles=pick(self.rles), stability=self.stability[idx], boundaries=pick(self.boundaries),
+            iterations={t: IterationMasks(pick(it.rles), it.stability[idx], pick(it.boundaries))
                         for t, it in self.iterations.items()},
         )
-
 
     @staticmethod
     def concat(parts: Sequence[ImageDetections], max_dets: int) -> ImageDetections:
@@ -141,6 +154,13 @@ class ImageDetections:
         if any(p.iterations.keys() != keys or p.final_iteration != first.final_iteration
                for p in parts):
             raise ValueError(f"image {first.image_id}: batches disagree on the refinement iterates")
+
+        def joined(get):  # boundary RLEs survive a merge only when every part has them
+            lists = [get(p) for p in parts]
+            return None if any(v is None for v in lists) else [r for v in lists for r in v]
+
+        ratio = first.boundary_ratio if all(p.boundary_ratio == first.boundary_ratio
+                                            for p in parts) else None
         merged = ImageDetections(
             image_id=first.image_id, height=first.height, width=first.width,
             scores=np.concatenate([p.scores for p in parts]),
@@ -149,10 +169,13 @@ class ImageDetections:
             rles=[r for p in parts for r in p.rles],
             stability=np.concatenate([p.stability for p in parts]),
             iterations={t: IterationMasks([r for p in parts for r in p.iterations[t].rles],
-                                          np.concatenate([p.iterations[t].stability for p in parts]))
+                                          np.concatenate([p.iterations[t].stability for p in parts]),
+                                          joined(lambda p, t=t: p.iterations[t].boundaries))
                         for t in keys},
             final_iteration=first.final_iteration,
             region_pairs=RegionPairs.concat([p.region_pairs for p in parts]),
+            boundaries=joined(lambda p: p.boundaries) if ratio is not None else None,
+            boundary_ratio=ratio,
         )
         order = np.argsort(-merged.scores, kind="stable")[:max_dets]
         return merged.select(order)

@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from region_sam3.data.batch import FindQueryBatch
 from region_sam3.data.sam3_adapter import to_sam3_batch
 from region_sam3.eval import DetectionPool, EvaluatorList, PostProcessor
+from region_sam3.eval.bands import DILATION_RATIO
 from region_sam3.eval.config import EvaluationConfig
 from region_sam3.lit.distillation import DistillationMixin
 from region_sam3.lit.evaluation import EvaluationMixin, final_output
@@ -156,8 +157,12 @@ class RegionSam3Module(DistillationMixin, EvaluationMixin, L.LightningModule):
             self.net.recompute_activations = False
         self.teacher_cache = None  # built in `setup("fit")`: its key needs the training data
         self.evaluation = EvaluationConfig.from_mapping(_plain(evaluation))
-        self.postprocessor = PostProcessor(max_dets_per_image=self.evaluation.max_dets_per_image,
-                                           per_iteration=self.evaluation.per_iteration)
+        self.postprocessor = PostProcessor(
+            max_dets_per_image=self.evaluation.max_dets_per_image,
+            per_iteration=self.evaluation.per_iteration,
+            # Boundary AP's bands are made on the logits' device next to the masks.
+            boundary_ratio=DILATION_RATIO if self.evaluation.boundary else None,
+        )
         self.evaluators: dict[str, EvaluatorList] = {}
         self.eval_pools: dict[str, DetectionPool] = {}
         # Category-name text embeddings of the teacher [K,D] float32 (KL term, zero-shot metric),

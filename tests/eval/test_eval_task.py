@@ -127,3 +127,62 @@ def test_checkpoint_evaluates_on_a_new_coco_split_with_its_categories(
     assert results, "no detections written"
     assert {r["category_id"] for r in results} <= set(MY_CATEGORIES)
     assert {r["image_id"] for r in results} <= {3, 9}
+
+
+@pytest.mark.parametrize("predictions", ["checkpoint", "gt_correlated"])
+def test_eval_results_file_rescored_by_pycocotools_gives_the_logged_metrics(
+        ckpt_112, synthetic_data_dir, tmp_path, monkeypatch, predictions):
+    """End to end through `eval_task`: the `coco_instances_results.json` it writes, re-scored
+    with plain pycocotools (segm, and the official Boundary AP recipe) against the split's
+    *original* annotation file, gives the logged AP / AP50 / AR100 exactly. The dataset (drawn
+    with PIL by the results-file test) has non-square images, crowd regions as uncompressed RLE,
+    overlapping and sub-pixel objects, float polygon areas and non-contiguous ids.
+
+    The 1-step tiny checkpoint recalls nothing here (every number 0), so a second run replaces
+    only its final outputs by ones correlated with the batch's GT (the results-file test's
+    `fake_outputs`); data loading, post-processing, pooling, the results file, the evaluators
+    and the logged metrics are the task's own."""
+    import region_sam3.lit.evaluation as evaluation
+    from tests.eval.test_results_file import (
+        OfficialBoundaryCOCOeval,
+        draw_dataset,
+        fake_outputs,
+        rescore,
+    )
+
+    if predictions == "gt_correlated":
+        seen, g = {}, torch.Generator().manual_seed(0)
+        to_sam3 = evaluation.to_sam3_batch
+
+        def remember(batch, device):
+            seen["batch"] = batch
+            return to_sam3(batch, device)
+
+        monkeypatch.setattr(evaluation, "to_sam3_batch", remember)
+        monkeypatch.setattr(evaluation, "final_output", lambda _: fake_outputs(seen["batch"], g))
+
+    root = tmp_path / "drawn"
+    root.mkdir()
+    ann_file = draw_dataset(root)
+    args = addable_split_overrides([
+        f"ckpt_path={ckpt_112}", f"data.splits.drawn.image_dir={root}",
+        f"data.splits.drawn.ann_file={ann_file}", "data.test_split=drawn",
+        f"metrics_file={tmp_path / 'eval_drawn_metrics.json'}", "data.num_workers=0",
+        "model.evaluation.boundary=true", "model.evaluation.cgf1=false"])
+    metrics, _ = eval_task(compose_eval(tmp_path, synthetic_data_dir, args))
+    path = tmp_path / "eval_results" / "drawn" / "coco_instances_results.json"
+    results = json.loads(path.read_text())
+    data = json.loads(ann_file.read_text())
+    assert len(results) == metrics["test/mask/num_dets"] > 0
+    assert metrics["test/mask/num_gt"] == sum(1 for a in data["annotations"] if not a["iscrowd"])
+    def no_box():  # fresh dicts per call: loadRes writes ids, areas and boxes into them
+        return [{k: v for k, v in r.items() if k != "bbox"} for r in results]
+
+    ref = rescore(ann_file, no_box())
+    ref_boundary = rescore(ann_file, no_box(), eval_cls=OfficialBoundaryCOCOeval)
+    if predictions == "gt_correlated":  # non-degenerate: not just 0 == 0
+        assert 0.05 < ref["AP"] < 0.95 and ref_boundary["AP50"] > 0.02, (ref, ref_boundary)
+    for name in ("AP", "AP50", "AR100"):
+        assert metrics[f"test/mask/{name}"] == pytest.approx(ref[name], abs=1e-6), (name, ref)
+        assert metrics[f"test/boundary/{name}"] == pytest.approx(ref_boundary[name], abs=1e-6), (
+            name, ref_boundary)

@@ -125,11 +125,12 @@ def fake_outputs(batch, g):
             "pred_masks": masks}
 
 
-def run_project_eval(ann_file, image_dir, out_dir):
-    """The project's evaluation path; returns (logged metrics, results file path)."""
+def run_project_eval(ann_file, image_dir, out_dir, boundary_ratio=None):
+    """The project's evaluation path; returns (logged metrics, results file path).
+    ``boundary_ratio``: the post-processor makes the boundary bands (as the module does)."""
     ds = FindQueryDataset(image_dir, ann_file, FindQueryTransform(RES, keep_aspect_ratio=True),
                           all_categories=True, eval_annotations=True)
-    post = PostProcessor(K)
+    post = PostProcessor(K, boundary_ratio=boundary_ratio)
     pool = DetectionPool(K, post)
     evaluators = EvaluatorList([COCOMaskEvaluator(), BoundaryAPEvaluator()])
     writer = CocoResultsWriter(out_dir)
@@ -253,6 +254,17 @@ def test_rescoring_the_file_gives_the_logged_boundary_ap(evaluated):
     assert ref["AP50"] > 0.02, ref
     for name in ("AP", "AP50", "AP75", "AR100"):
         assert metrics[f"boundary/{name}"] == pytest.approx(ref[name], abs=1e-6), name
+
+
+def test_bands_made_by_the_post_processor_give_the_same_metrics(evaluated, tmp_path):
+    """Boundary bands made next to the masks (``PostProcessor(boundary_ratio=0.02)``, what the
+    module uses) give exactly the metrics of bands decoded from the RLEs by the evaluator."""
+    ann_file, metrics, _ = evaluated
+    again, _ = run_project_eval(ann_file, ann_file.parent, tmp_path / "results",
+                                boundary_ratio=0.02)
+    assert again.keys() == metrics.keys()
+    for k, v in metrics.items():
+        assert again[k] == pytest.approx(v, abs=1e-12, nan_ok=True), k
 
 
 def test_ranks_parts_are_merged_once_per_image(tmp_path):
