@@ -13,7 +13,7 @@ the official `sam3.pt` format to a temporary file and builds the module from tha
 base has a source (path + hash) and the head-only checkpoint can drop it, as with real weights:
 
     OMP_NUM_THREADS=1 python benchmarks/checkpoint_size.py --random-base --sam3 full \
-        region_head=full +freeze=all_but_region_head
+        region_head=full +freeze@sam3=all_but_region_head
 """
 
 from __future__ import annotations

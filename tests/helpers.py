@@ -174,3 +174,21 @@ def build_module_and_batch(cfg):
     datamodule.prepare_data()
     datamodule.setup("fit")
     return module, next(iter(datamodule.train_dataloader()))
+
+class RecordLastCheckpointStep:
+    """Lightning callback: before each training batch, the `global_step` stored in
+    `<dirpath>/last.ckpt` (None while there is none), appended to `RecordLastCheckpointStep.seen`."""
+
+    seen: list[int | None] = []
+
+    def __new__(cls, dirpath: str):
+        import lightning as L
+        import torch
+
+        class _Record(L.Callback):
+            def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+                path = Path(dirpath) / "last.ckpt"
+                cls.seen.append(torch.load(path, weights_only=False)["global_step"]
+                                if path.is_file() else None)
+
+        return _Record()
