@@ -8,8 +8,10 @@ from typing import Any
 
 import hydra
 import lightning as L
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+from region_sam3.lit.preemption import preemption_exit_code
 from region_sam3.lit.resume import resolve_ckpt_path
 from region_sam3.reporting.run_outputs import (
     float_metrics,
@@ -63,7 +65,13 @@ def train_task(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     if fit:
         # Our checkpoints carry configs and RNG states (not tensors only): load them fully.
         # Only resume from checkpoints you trust.
-        trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False)
+        try:
+            trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path,
+                        weights_only=False)
+        except SIGTERMException:
+            # A signal stopped the run (region_sam3/lit/preemption.py saved last.ckpt): exit
+            # non-zero so the scheduler / the user see an interrupted run; no metrics.json.
+            raise SystemExit(preemption_exit_code(trainer)) from None
         metrics.update(float_metrics(trainer.callback_metrics))
     if cfg.get("test", True):
         # COCO results files: <output_dir>/results/<split>/coco_instances_results.json

@@ -192,3 +192,20 @@ class RecordLastCheckpointStep:
                                 if path.is_file() else None)
 
         return _Record()
+
+
+class StepFile:
+    """Lightning callback: after each training batch, writes `global_step` to `path` and sleeps
+    `sleep_s` (gives a test time to send a signal mid-epoch without guessing with sleeps)."""
+
+    def __new__(cls, path: str, sleep_s: float = 0.0):
+        import time
+
+        import lightning as L
+
+        class _StepFile(L.Callback):
+            def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+                Path(path).write_text(str(trainer.global_step))
+                time.sleep(sleep_s)
+
+        return _StepFile()

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 
 from region_sam3.data.batch import FindQueryBatch, collate_find_queries
 from region_sam3.data.coco import FindQueryDataset
+from region_sam3.data.resumable_loader import EpochCursor, ResumableDataLoader
 from region_sam3.data.synthetic import SyntheticConfig, ensure_synthetic_dataset
 from region_sam3.data.transforms import AugmentationConfig, FindQueryTransform
 
@@ -97,6 +98,7 @@ class FindQueryDataModule(L.LightningDataModule):
         # One generator for the whole run (not one per loader) so epochs get different orders
         # and its state can be checkpointed.
         self._train_generator = torch.Generator().manual_seed(seed)
+        self._cursor = EpochCursor()  # mid-epoch resume (data/resumable_loader.py)
         self.test_splits = _split_list(test_split)
 
     @property
@@ -185,8 +187,10 @@ class FindQueryDataModule(L.LightningDataModule):
         hp = self.hparams
         pin = torch.cuda.is_available() if hp.pin_memory is None else hp.pin_memory
         batch_size = hp.batch_size if role == "train" else (hp.eval_batch_size or hp.batch_size)
-        return DataLoader(
-            self.datasets[role],
+        # The shuffled (training) loader resumes mid-epoch exactly (data/resumable_loader.py).
+        extra = {"cursor": self._cursor} if shuffle else {}
+        return (ResumableDataLoader if shuffle else DataLoader)(
+            self.datasets[role], **extra,
             batch_size=batch_size,
             shuffle=shuffle,
             drop_last=shuffle,
@@ -199,11 +203,33 @@ class FindQueryDataModule(L.LightningDataModule):
 
     # -- exact resumption: the shuffling generator advances every epoch ------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {"train_generator": self._train_generator.get_state()}
+        state = {"train_generator": self._train_generator.get_state()}
+        if self._mid_epoch():
+            state.update(epoch_start_generator=self._cursor.epoch_start,
+                         batches_consumed=self._cursor.consumed)
+        return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if "train_generator" in state_dict:
             self._train_generator.set_state(state_dict["train_generator"])
+        if state_dict.get("batches_consumed"):
+            self._cursor.epoch_start = state_dict["epoch_start_generator"]
+            self._cursor.pending_skip = int(state_dict["batches_consumed"])
+
+    def _mid_epoch(self) -> bool:
+        """Saved inside an epoch? (At its end Lightning starts the next one on resume.)"""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None or not self._cursor.consumed:
+            return False
+        total = trainer.num_training_batches
+        return total == float("inf") or self._cursor.consumed < total
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        # Called when the loop takes a batch (not when the fetcher prefetches one).
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None and trainer.training:
+            self._cursor.consumed += 1
+        return batch
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

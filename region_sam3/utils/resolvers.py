@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from omegaconf import OmegaConf
+
+from region_sam3.utils.slurm import slurm_job_id
 
 
 class MissingConfigValueError(ValueError):
@@ -30,10 +33,30 @@ def _required_unless(alternative: Any, hint: str, *, _node_: Any) -> Any:
     raise _missing(hint, _node_)
 
 
+def _run_folder(default: str) -> str:
+    # `${run_folder:<timestamp>}` in hydra.run.dir: under SLURM the job id (and step), so a
+    # requeued job (same id) reopens its own run folder and every rank of one job agrees on it;
+    # elsewhere the timestamp. The step keeps two `srun python train.py` of one allocation apart.
+    job = slurm_job_id()
+    if job is None:
+        return default
+    step = os.environ.get("SLURM_STEP_ID")
+    return f"slurm-{job}" + (f".{step}" if step and step.isdigit() else "")
+
+
+def _under_slurm(inside: Any, outside: Any) -> Any:
+    # `ckpt_path: ${under_slurm:auto,null}`: a (requeued) SLURM job resumes from its own folder.
+    return inside if slurm_job_id() is not None else outside
+
+
 def register_resolvers() -> None:
-    """Register `${required:"how to provide it"}` and `${required_unless:${.other},"how"}`
-    (idempotent)."""
+    """Register `${required:"how to provide it"}`, `${required_unless:${.other},"how"}`,
+    `${run_folder:<default>}` and `${under_slurm:<inside>,<outside>}` (idempotent)."""
     if not OmegaConf.has_resolver("required"):
         OmegaConf.register_new_resolver("required", _required)
     if not OmegaConf.has_resolver("required_unless"):
         OmegaConf.register_new_resolver("required_unless", _required_unless)
+    if not OmegaConf.has_resolver("run_folder"):
+        OmegaConf.register_new_resolver("run_folder", _run_folder)
+    if not OmegaConf.has_resolver("under_slurm"):
+        OmegaConf.register_new_resolver("under_slurm", _under_slurm)

@@ -74,7 +74,8 @@ def test_train_py_relaunch_with_last_resumes(tmp_path, synthetic_data_dir):
 
 
 def test_slurm_submitit_trainer_listens_on_usr2():
-    """submitit sends SIGUSR2; the default SLURMEnvironment listens on SIGUSR1."""
+    """submitit sends SIGUSR2 (the default SLURMEnvironment listens on SIGUSR1): the preemption
+    callback handles it, and Lightning's own requeue is off so the job is requeued once."""
     import signal
 
     import hydra
@@ -84,5 +85,8 @@ def test_slurm_submitit_trainer_listens_on_usr2():
         cfg = compose("train", overrides=["trainer=slurm_submitit"])
     envs = [hydra.utils.instantiate(p) for p in cfg.trainer.plugins]
     slurm = [e for e in envs if type(e).__name__ == "SLURMEnvironment"]
-    assert len(slurm) == 1 and slurm[0].auto_requeue
+    assert len(slurm) == 1 and not slurm[0].auto_requeue
     assert slurm[0].requeue_signal == signal.SIGUSR2
+    preemption = hydra.utils.instantiate(cfg.callbacks.preemption)
+    assert signal.SIGUSR2 in preemption.signals and signal.SIGUSR2 in preemption.requeue_signals
+    assert signal.SIGTERM in preemption.signals
