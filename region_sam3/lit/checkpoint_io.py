@@ -60,13 +60,26 @@ def _is_loadable(path: Path) -> bool:
     return True
 
 
-def newest_loadable_checkpoint(folder: Path, exclude: Path | None = None) -> Path | None:
-    """The most recently modified `*.ckpt` in `folder` that loads, other than `exclude`."""
+def newest_loadable_checkpoint(folder: str | os.PathLike, exclude: Path | None = None,
+                               skipped: list[Path] | None = None) -> Path | None:
+    """The most recently written `*.ckpt` in `folder` (not recursive) that loads, or None.
+
+    Ties in mtime (coarse filesystems) go to `last*.ckpt`, then to the name, so the choice is
+    deterministic. Temp files of an interrupted atomic save end in `.tmp` and are never
+    candidates; `exclude` is left out; newer files that do not load are appended to `skipped`.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
     candidates = [p for p in folder.glob("*.ckpt")
                   if p.is_file() and (exclude is None or p.resolve() != exclude.resolve())]
-    for candidate in sorted(candidates, key=lambda p: p.stat().st_mtime, reverse=True):
+    order = sorted(candidates, reverse=True,
+                   key=lambda p: (p.stat().st_mtime_ns, p.name.startswith("last"), p.name))
+    for candidate in order:
         if _is_loadable(candidate):
             return candidate
+        if skipped is not None:
+            skipped.append(candidate)
     return None
 
 

@@ -8,39 +8,33 @@ fresh" - the value a requeued SLURM job or a relaunch of a crashed run wants.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
+from region_sam3.lit.checkpoint_io import newest_loadable_checkpoint
+
+log = logging.getLogger(__name__)
+
 SPECIAL = ("last", "auto")
-
-
-def newest_checkpoint(checkpoint_dir: str | Path) -> Path | None:
-    """The most recently written `*.ckpt` in `checkpoint_dir` (not recursive), or None.
-
-    Ties in mtime (coarse filesystems) go to `last*.ckpt`, then to the name, so the choice is
-    deterministic. Temp files of an interrupted atomic save end in `.tmp` and are never picked.
-    """
-    folder = Path(checkpoint_dir)
-    if not folder.is_dir():
-        return None
-    candidates = [p for p in folder.glob("*.ckpt") if p.is_file()]
-    if not candidates:
-        return None
-    return max(candidates, key=lambda p: (p.stat().st_mtime_ns, p.name.startswith("last"), p.name))
 
 
 def resolve_ckpt_path(value: str | Path | None, checkpoint_dir: str | Path,
                       key: str = "ckpt_path") -> Path | None:
     """`ckpt_path` config value -> the file to resume from (None: start fresh).
 
-    None / "" -> None; "last" -> newest checkpoint in `checkpoint_dir` (FileNotFoundError naming
-    the folder when there is none); "auto" -> the same, or None; anything else -> that file,
+    None / "" -> None; "last" -> newest *loadable* checkpoint in `checkpoint_dir` (a newer
+    truncated one is skipped with a warning; FileNotFoundError naming the folder when there is
+    none); "auto" -> the same, or None; anything else -> that file,
     which must exist.
     """
     if value is None or str(value) == "":
         return None
     text = str(value)
     if text in SPECIAL:
-        found = newest_checkpoint(checkpoint_dir)
+        skipped: list[Path] = []
+        found = newest_loadable_checkpoint(checkpoint_dir, skipped=skipped)
+        for path in skipped:
+            log.warning("%s=%s: skipping %s (truncated or not a checkpoint)", key, text, path)
         if found is None and text == "last":
             raise FileNotFoundError(
                 f"{key}=last: no *.ckpt in {Path(checkpoint_dir)!s}. Relaunch in the same run "

@@ -79,3 +79,22 @@ def test_wrong_base_is_a_clear_error(runs):
         module.state_dict()[key].add_(1.0)  # another base behind the same source
     with pytest.raises(BaseIdentityError, match="sam3_tiny_synthetic"):
         module.on_load_checkpoint(ckpt)
+
+
+def test_base_hash_computed_once_per_unchanged_base(monkeypatch):
+    """The frozen base is hashed at the first save only; an in-place change is noticed."""
+    from region_sam3.lit import head_only
+
+    state = {"net.a": torch.arange(6.0).reshape(2, 3), "net.b": torch.ones(4)}
+    calls = []
+    real = head_only.tensors_sha256
+    monkeypatch.setattr(head_only, "tensors_sha256",
+                        lambda s, k: calls.append(1) or real(s, k))
+    monkeypatch.setattr(head_only, "_DIGEST_CACHE", {})
+    first = head_only.frozen_base_sha256(state, ["net.a", "net.b"])
+    assert head_only.frozen_base_sha256(state, ["net.a", "net.b"]) == first
+    assert len(calls) == 1
+    state["net.b"].add_(1.0)  # in place: same storage, new version
+    changed = head_only.frozen_base_sha256(state, ["net.a", "net.b"])
+    assert len(calls) == 2 and changed != first == real(
+        {"net.a": torch.arange(6.0).reshape(2, 3), "net.b": torch.ones(4)}, ["net.a", "net.b"])

@@ -3,6 +3,7 @@ resumes from the newest checkpoint of the same run folder."""
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -16,13 +17,16 @@ from region_sam3.lit.resume import resolve_ckpt_path
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _touch(path: Path, mtime_ns: int) -> Path:
-    path.write_bytes(b"x")
+def _touch(path: Path, mtime_ns: int, loadable: bool = True) -> Path:
+    if loadable:
+        torch.save({"global_step": 0}, path)
+    else:
+        path.write_bytes(b"PK\x03\x04 truncated")  # a killed copy: not a full zip
     os.utime(path, ns=(mtime_ns, mtime_ns))
     return path
 
 
-def test_resolution_last_auto_path_none(tmp_path):
+def test_resolution_last_auto_path_none(tmp_path, caplog):
     folder = tmp_path / "checkpoints"
     assert resolve_ckpt_path(None, folder) is None
     assert resolve_ckpt_path("auto", folder) is None  # no folder yet: start fresh
@@ -37,6 +41,10 @@ def test_resolution_last_auto_path_none(tmp_path):
     _touch(folder / ".last.ckpt.abc.tmp", 9_000_000_000)  # a killed atomic save: never picked
     assert resolve_ckpt_path("last", folder) == newest
     assert resolve_ckpt_path("auto", folder) == newest
+    broken = _touch(folder / "epoch_002.ckpt", 4_000_000_000, loadable=False)
+    with caplog.at_level(logging.WARNING, logger="region_sam3.lit.resume"):
+        assert resolve_ckpt_path("last", folder) == newest  # the newest *loadable* one
+    assert str(broken) in caplog.text
     explicit = folder / "epoch_000.ckpt"
     assert resolve_ckpt_path(str(explicit), folder) == explicit
     with pytest.raises(FileNotFoundError, match="nope.ckpt"):
@@ -82,7 +90,7 @@ def test_slurm_submitit_trainer_listens_on_usr2():
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=["trainer=slurm_submitit"])
+        cfg = compose("train", overrides=["trainer=slurm_submitit", "callbacks.preemption.dirpath=ckpts"])
     envs = [hydra.utils.instantiate(p) for p in cfg.trainer.plugins]
     slurm = [e for e in envs if type(e).__name__ == "SLURMEnvironment"]
     assert len(slurm) == 1 and not slurm[0].auto_requeue
