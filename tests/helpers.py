@@ -111,6 +111,8 @@ def compose_task(config_name: str, output_dir, data_dir, overrides: list[str] | 
     under `data_dir`, tiny random SAM3 unless overridden, no data-loader workers."""
     from hydra import compose, initialize_config_dir
 
+    import region_sam3  # noqa: F401  (registers the config resolvers, as train.py does)
+
     base = [
         f"paths.output_dir={output_dir}",
         f"paths.work_dir={output_dir}",

@@ -7,13 +7,15 @@ bypasses TERM (the run stops at the next batch, saves nothing and exits 0) and, 
 middle of an optimizer step, into the run folder rather than `checkpoints/`.
 
 `PreemptionCheckpoint` routes every configured signal into Lightning's own clean stop
-(`received_sigterm`: the loops raise `SIGTERMException` at the next batch boundary; under DDP
-Lightning already shares rank 0's flag with every rank at each training batch, so no collective
-is added here in one process). At the end of that training batch, where ModelCheckpoint itself
-saves (so a resume equals an uninterrupted run), every rank saves `<checkpoints>/last.ckpt`
-(atomic, the file `ckpt_path=last | auto` resumes from); in `on_exception` rank 0 runs `scontrol requeue <job>` under SLURM when
-the signal asks for it, and `exit_code` (128 + signal number) is what `train.py` exits with, so
-the scheduler and the user see an interrupted run, not a finished one (no `metrics.json`).
+(`received_sigterm`: the loops raise `SIGTERMException` at the next batch boundary). At the end of
+the training batch, where ModelCheckpoint itself saves (so a resume equals an uninterrupted run),
+every rank saves `<checkpoints>/last.ckpt` (atomic; the file `ckpt_path=last | auto` resumes
+from). Under DDP a signal may reach one rank only, or the ranks at different batches: the ranks
+agree through one scalar all-reduce per step (the largest signal number any rank received), so
+all of them save and stop after the same batch; in one process nothing is added to the step.
+In `on_exception` rank 0 runs `scontrol requeue <job>` under SLURM when the signal asks for it,
+and `exit_code` (128 + signal number) is what `train.py` exits with, so the scheduler and the
+user see an interrupted run, not a finished one (no `metrics.json`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from types import FrameType
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from region_sam3.lit.csv_logger import ResumableCSVLogger
@@ -115,12 +118,13 @@ class PreemptionCheckpoint(L.Callback):
                            outputs: Any, batch: Any, batch_idx: int) -> None:
         # Save where ModelCheckpoint saves (after the batch, before the step's LR update): a
         # resume from here equals an uninterrupted run. Under DDP the ranks decide together (one
-        # boolean all-reduce per step; a signal may reach the ranks at different batches).
-        stop = self.received is not None
-        if trainer.world_size > 1:
-            stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
-        if stop and self.saved is None:
-            self.received = self.received or signal.SIGTERM
+        # scalar all-reduce per step; a signal may reach the ranks at different batches).
+        signum = int(self.received) if self.received is not None else 0
+        if trainer.world_size > 1:  # every rank learns the (largest) signal any rank received
+            signum = int(trainer.strategy.reduce(
+                torch.tensor(signum, device=pl_module.device), reduce_op="max").item())
+        if signum and self.saved is None:
+            self.received = signal.Signals(signum)
             trainer._signal_connector.received_sigterm = True  # Lightning stops after this batch
             self._save(trainer)
 

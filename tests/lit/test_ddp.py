@@ -319,3 +319,72 @@ def test_ddp_sim_config_is_two_gloo_ranks_with_the_script_launcher(tmp_path):
     assert trainer.strategy._get_process_group_backend() == "gloo"
     assert isinstance(trainer.strategy.launcher, _SubprocessScriptLauncher)
     assert trainer.num_devices == WORLD and trainer.strategy.root_device.type == "cpu"
+
+
+# ---------------------------------------------------------------------------- signals
+SIGNAL_STEP = 1
+
+
+def _rank_signal_main(rank: int, port: int, cfgs: list, out_dir: str, signal_rank: int) -> None:
+    """One rank of a run where only `signal_rank` receives SIGUSR1 during step SIGNAL_STEP."""
+    import signal
+
+    import region_sam3.tasks as tasks
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), LOCAL_RANK=str(rank),
+                      NODE_RANK="0")
+    torch.set_num_threads(1)
+    record: dict = {"rank": rank, "steps": []}
+
+    class _Signal(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            record["steps"].append(trainer.global_step)
+            if rank == signal_rank and trainer.global_step == SIGNAL_STEP:
+                os.kill(os.getpid(), signal.SIGUSR1)  # as a scheduler would: this rank only
+
+    build_callbacks = tasks.instantiate_callbacks
+    tasks.instantiate_callbacks = lambda c: [*build_callbacks(c), _Signal()]
+    try:
+        tasks.train_task(cfgs[rank])
+        record["exit"] = 0
+    except SystemExit as exc:
+        record["exit"] = exc.code
+    except Exception as exc:
+        record["error"] = f"{type(exc).__name__}: {exc}"
+    Path(out_dir, f"rank{rank}.json").write_text(json.dumps(record))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(RUN_TIMEOUT_S + 120)
+@pytest.mark.parametrize("signal_rank", [0, 1])
+def test_signal_on_one_rank_saves_and_stops_every_rank(tmp_path, synthetic_data_dir,
+                                                       signal_rank):
+    """USR1 reaches one rank only: both ranks stop after the same batch, rank 0 writes one
+    resumable last.ckpt at that step, both exit 128 + SIGUSR1, nothing hangs."""
+    import signal
+
+    cfgs = []
+    for rank in range(WORLD):
+        cfg = compose_task("train", tmp_path / f"out{rank}", synthetic_data_dir,
+                           [*DDP_OVERRIDES, "trainer.limit_train_batches=4", "test=false",
+                            "trainer.limit_val_batches=0"])
+        OmegaConf.resolve(cfg)
+        cfgs.append(cfg)
+    context = mp.start_processes(_rank_signal_main,
+                                 args=(_free_port(), cfgs, str(tmp_path), signal_rank),
+                                 nprocs=WORLD, join=False, start_method="fork")
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while not context.join(timeout=5):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail(f"ranks still running after {RUN_TIMEOUT_S} s (hang after a signal?)")
+    records = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(WORLD)]
+    for record in records:
+        assert "error" not in record, record
+        assert record["exit"] == 128 + signal.SIGUSR1, record
+        assert record["steps"] == [0, 1], record  # stopped after the signalled batch, together
+    saved = torch.load(tmp_path / "out0" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert saved["global_step"] == SIGNAL_STEP + 1
+    assert not (tmp_path / "out1" / "checkpoints" / "last.ckpt").exists()  # rank 0 writes
+    assert not (tmp_path / "out0" / "metrics.json").exists()
