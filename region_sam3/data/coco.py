@@ -4,9 +4,10 @@ Positives: every category with at least one (non-crowd) instance in the image, a
 instances as targets. Negatives: categories absent from the image (for LVIS only the image's
 verified `neg_category_ids`), either all of them (`all_categories=True`, what exhaustive
 evaluation needs) or `negative_ratio` negatives per positive query, stochastically rounded so
-the ratio holds in expectation. Sampling is a pure function of (seed, index) unless
-`resample_each_epoch`, which draws from the worker's torch RNG (seeded per epoch by the
-DataLoader / Lightning).
+the ratio holds in expectation. Sampling is a pure function of (seed, index), or with
+`resample_each_epoch` of (seed, draw, index) where `draw` is the training sampler's epoch
+(`data/resumable_loader.ResumableRandomSampler`); random augmentations are seeded by
+(seed, draw, index) too, so a resumed run reproduces them whichever worker loads a sample.
 """
 
 from __future__ import annotations
@@ -148,9 +149,9 @@ class FindQueryDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def _rng(self, index: int) -> np.random.Generator:
-        if self.resample_each_epoch:
-            return np.random.default_rng([int(torch.randint(0, 2**31 - 1, ())), index])
+    def _rng(self, index: int, draw: int = 0) -> np.random.Generator:
+        if self.resample_each_epoch:  # a new prompt draw each epoch, reproducible on resume
+            return np.random.default_rng([self.seed, draw, index])
         return np.random.default_rng([self.seed, index])
 
     def select_queries(
@@ -199,10 +200,10 @@ class FindQueryDataset(Dataset):
         easy = rng.choice(rest, count - len(hard), replace=False)
         return sorted(int(c) for c in np.concatenate([hard, easy]))
 
-    def _load(self, index: int) -> FindQuerySample:
+    def _load(self, index: int, draw: int = 0) -> FindQuerySample:
         record = self.records[index]
         image = read_image(record)
-        positives, negatives = self.select_queries(record, self._rng(index))
+        positives, negatives = self.select_queries(record, self._rng(index, draw))
         wanted = set(positives)
         instances = [a for a in record.annotations if int(a["category_id"]) in wanted]
         if instances:
@@ -216,7 +217,12 @@ class FindQueryDataset(Dataset):
             )
         else:
             masks = torch.zeros(0, record.height, record.width, dtype=torch.bool)
-        out = self.transform(image, masks)
+        # Random augmentations seeded by (seed, draw, index), not by the loading worker's RNG:
+        # a resumed run (fresh workers) reproduces them (data/resumable_loader.py).
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(np.random.SeedSequence([self.seed, draw, index, 1])
+                                  .generate_state(1, np.uint64)[0] >> 1))
+            out = self.transform(image, masks)
 
         # Instances emptied by cropping disappear; a positive can thereby become a negative.
         new_row = {int(old): new for new, old in enumerate(out.kept.tolist())}
@@ -247,11 +253,15 @@ class FindQueryDataset(Dataset):
         )
 
     def __getitem__(self, index: int) -> FindQuerySample:
-        """Load item `index`; an undecodable image is counted and the next image returned."""
+        """Load item `index`; an undecodable image is counted and the next image returned.
+
+        `index` may carry a sampler draw: `draw * len(self) + i` (`ResumableRandomSampler`).
+        """
+        draw, index = divmod(int(index), len(self))
         for attempt in range(min(self.max_load_retries, len(self))):
             current = (index + attempt) % len(self)
             try:
-                return self._load(current)
+                return self._load(current, draw)
             except UnreadableImageError as err:
                 if self.strict:
                     raise DataIssueError(f"{err} (strict mode)") from None

@@ -18,7 +18,11 @@ from torch.utils.data import DataLoader
 
 from region_sam3.data.batch import FindQueryBatch, collate_find_queries
 from region_sam3.data.coco import FindQueryDataset
-from region_sam3.data.resumable_loader import EpochCursor, ResumableDataLoader
+from region_sam3.data.resumable_loader import (
+    EpochCursor,
+    ResumableDataLoader,
+    ResumableRandomSampler,
+)
 from region_sam3.data.synthetic import SyntheticConfig, ensure_synthetic_dataset
 from region_sam3.data.transforms import AugmentationConfig, FindQueryTransform
 
@@ -98,6 +102,7 @@ class FindQueryDataModule(L.LightningDataModule):
         # One generator for the whole run (not one per loader) so epochs get different orders
         # and its state can be checkpointed.
         self._train_generator = torch.Generator().manual_seed(seed)
+        self._worker_generator = torch.Generator().manual_seed(seed + 1)
         self._cursor = EpochCursor()  # mid-epoch resume (data/resumable_loader.py)
         self.test_splits = _split_list(test_split)
 
@@ -188,31 +193,42 @@ class FindQueryDataModule(L.LightningDataModule):
         pin = torch.cuda.is_available() if hp.pin_memory is None else hp.pin_memory
         batch_size = hp.batch_size if role == "train" else (hp.eval_batch_size or hp.batch_size)
         # The shuffled (training) loader resumes mid-epoch exactly (data/resumable_loader.py).
-        extra = {"cursor": self._cursor} if shuffle else {}
+        if shuffle:
+            extra = {"cursor": self._cursor, "sampler": ResumableRandomSampler(
+                len(self.datasets[role]), self._train_generator, self._cursor)}
+        else:
+            extra = {}
         return (ResumableDataLoader if shuffle else DataLoader)(
             self.datasets[role], **extra,
             batch_size=batch_size,
-            shuffle=shuffle,
             drop_last=shuffle,
             num_workers=hp.num_workers,
             persistent_workers=hp.num_workers > 0,
             pin_memory=pin,
             collate_fn=collate_find_queries,
-            generator=self._train_generator if shuffle else None,
+            # worker base seeds: their own stream, so the permutation's stays reproducible
+            generator=self._worker_generator if shuffle else None,
         )
 
     # -- exact resumption: the shuffling generator advances every epoch ------------------------
     def state_dict(self) -> dict[str, Any]:
-        state = {"train_generator": self._train_generator.get_state()}
+        state = {"train_generator": self._train_generator.get_state(),
+                 "worker_generator": self._worker_generator.get_state(),
+                 "draw": self._cursor.draw}
         if self._mid_epoch():
             state.update(epoch_start_generator=self._cursor.epoch_start,
-                         batches_consumed=self._cursor.consumed)
+                         batches_consumed=self._cursor.consumed,
+                         draw_at_start=self._cursor.draw_at_start)
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if "train_generator" in state_dict:
             self._train_generator.set_state(state_dict["train_generator"])
+        if "worker_generator" in state_dict:
+            self._worker_generator.set_state(state_dict["worker_generator"])
+        self._cursor.draw = int(state_dict.get("draw", 0))
         if state_dict.get("batches_consumed"):
+            self._cursor.draw_at_start = int(state_dict.get("draw_at_start", 0))
             self._cursor.epoch_start = state_dict["epoch_start_generator"]
             self._cursor.pending_skip = int(state_dict["batches_consumed"])
 

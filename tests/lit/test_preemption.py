@@ -78,8 +78,11 @@ def _losses(run: Path) -> dict[int, float]:
 @pytest.mark.slow
 def test_sigterm_saves_exits_143_and_the_relaunch_resumes(tmp_path, synthetic_data_dir):
     reference_run = tmp_path / "reference"
+    # One data-loader worker (persistent), as real runs: the resumed run's fresh worker must
+    # reproduce the augmentations (seeded per sample, data/resumable_loader.py).
     ref = subprocess.run(
-        _command(synthetic_data_dir, tmp_path / "ref_step", f"hydra.run.dir={reference_run}"),
+        _command(synthetic_data_dir, tmp_path / "ref_step", f"hydra.run.dir={reference_run}",
+                 "data.num_workers=1"),
         cwd=REPO, env=_env(), capture_output=True, text=True, timeout=240)
     assert ref.returncode == 0, ref.stderr[-3000:]
     reference = _losses(reference_run)
@@ -87,7 +90,7 @@ def test_sigterm_saves_exits_143_and_the_relaunch_resumes(tmp_path, synthetic_da
 
     run, step_file = tmp_path / "run", tmp_path / "step"
     cmd = _command(synthetic_data_dir, step_file, f"hydra.run.dir={run}", "ckpt_path=auto",
-                   sleep_s=0.5)
+                   "data.num_workers=1", sleep_s=0.5)
     first = _signal_after(cmd, _env(), step_file, at_step=STEPS_PER_EPOCH + 1,
                           signum=signal.SIGTERM)
     assert first.returncode == 128 + signal.SIGTERM, first.stdout[-3000:]
