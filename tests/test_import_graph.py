@@ -99,7 +99,7 @@ EVAL_LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"postprocess", "ground_truth"}),              # model outputs / batches -> data
     frozenset({"base", "results_file"}),                     # evaluator protocol, writers
     frozenset({"coco_ap", "boundary", "matching", "cgf1", "stability", "distill_metrics",
-               "object_probe"}),                             # evaluators
+               "object_probe", "presence"}),                             # evaluators
     frozenset({"pool"}),                                     # streaming merge
 )
 
