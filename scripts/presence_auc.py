@@ -25,9 +25,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from region_sam3.data.sam3_adapter import to_sam3_batch  # noqa: E402
+from region_sam3.eval.postprocess import detection_scores  # noqa: E402
 from region_sam3.eval.presence import mann_whitney_auc  # noqa: E402
 from region_sam3.lit.evaluation import final_output  # noqa: E402
-from region_sam3.outputs import presence_scores  # noqa: E402
 
 
 def _module_and_data(args):
@@ -39,17 +39,19 @@ def _module_and_data(args):
         from region_sam3.lit.loading import load_module_from_checkpoint
 
         module, composed = load_module_from_checkpoint(args.ckpt, with_teacher=False)
-        data_cfg = composed.data
+        # the checkpoint's datamodule hyper-parameters (its data folder) + the class to build
+        data_cfg = OmegaConf.merge({"_target_": "region_sam3.data.datamodule.FindQueryDataModule"},
+                                   composed.data)
     else:
         with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-            cfg = compose("train", overrides=["~experiment", f"model/sam3={args.base}",
-                                              f"paths.data_dir={args.data_dir}",
-                                              "paths.output_dir=.", "paths.work_dir=."])
+            overrides = ["~experiment", f"model/sam3={args.base}", "paths.output_dir=.",
+                         "paths.work_dir=."]
+            if args.data_dir:
+                overrides.append(f"paths.data_dir={args.data_dir}")
+            cfg = compose("train", overrides=overrides)
         OmegaConf.resolve(cfg)
         module, data_cfg = hydra.utils.instantiate(cfg.model), cfg.data
     data_cfg = OmegaConf.merge(data_cfg, {"test_split": args.split, "num_workers": 0})
-    if args.data_dir:
-        data_cfg = OmegaConf.merge(data_cfg, {"data_dir": args.data_dir})
     return module, hydra.utils.instantiate(data_cfg)
 
 
@@ -60,7 +62,8 @@ def main() -> None:
     source.add_argument("--ckpt", help="a train.py checkpoint")
     source.add_argument("--base", help="conf/model/sam3/<name> (its own checkpoint)")
     parser.add_argument("--split", default="test")
-    parser.add_argument("--data-dir", default=None, help="paths.data_dir (default: the config's)")
+    parser.add_argument("--data-dir", default=None,
+                        help="paths.data_dir for --base (a --ckpt uses its run's data folder)")
     args = parser.parse_args()
     torch.manual_seed(0)
     module, datamodule = _module_and_data(args)
@@ -70,10 +73,9 @@ def main() -> None:
     presence, best, present, hard = [], [], [], []
     for batch in datamodule.test_dataloader():
         out = final_output(module.net(to_sam3_batch(batch, module.device)))
-        logits = out["pred_logits"].float()
-        pres = out["presence_logit_dec"].float().reshape(logits.shape[0], 1)
-        presence.append(torch.sigmoid(pres[:, 0]).cpu().numpy())
-        best.append(presence_scores(logits[..., 0], pres).amax(1).cpu().numpy())
+        scores = detection_scores(out)  # [B, Q], the score AP ranks
+        presence.append(torch.sigmoid(out["presence_logit_dec"].float().reshape(-1)).cpu().numpy())
+        best.append(scores.reshape(scores.shape[0], -1).amax(1).cpu().numpy())
         is_present = (~batch.is_negative).cpu().numpy()
         present.append(is_present)
         image_of = batch.query_image_index.cpu().numpy()
