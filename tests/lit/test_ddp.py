@@ -160,9 +160,14 @@ def run_ddp(tmp: Path, data_dir: Path, overrides: list[str]) -> list[dict]:
         cfg = compose_task("train", tmp / f"out{rank}", data_dir, [*DDP_OVERRIDES, *overrides])
         OmegaConf.resolve(cfg)
         cfgs.append(cfg)
-    port = _free_port()
-    context = mp.start_processes(_rank_main, args=(port, cfgs, str(tmp)), nprocs=WORLD,
-                                 join=False, start_method="fork")
+    return _fork_ranks(_rank_main, (_free_port(), cfgs, str(tmp)), tmp)
+
+
+def _fork_ranks(target, args: tuple, tmp: Path) -> list[dict]:
+    """Fork WORLD processes `target(rank, *args)`; their `rank<k>.json` records, or a test
+    failure (not a hang) when they are not done within RUN_TIMEOUT_S."""
+    context = mp.start_processes(target, args=args, nprocs=WORLD, join=False,
+                                 start_method="fork")
     deadline = time.monotonic() + RUN_TIMEOUT_S
     while not context.join(timeout=5):
         if time.monotonic() > deadline:
@@ -370,16 +375,8 @@ def test_signal_on_one_rank_saves_and_stops_every_rank(tmp_path, synthetic_data_
                             "trainer.limit_val_batches=0"])
         OmegaConf.resolve(cfg)
         cfgs.append(cfg)
-    context = mp.start_processes(_rank_signal_main,
-                                 args=(_free_port(), cfgs, str(tmp_path), signal_rank),
-                                 nprocs=WORLD, join=False, start_method="fork")
-    deadline = time.monotonic() + RUN_TIMEOUT_S
-    while not context.join(timeout=5):
-        if time.monotonic() > deadline:
-            for process in context.processes:
-                process.kill()
-            pytest.fail(f"ranks still running after {RUN_TIMEOUT_S} s (hang after a signal?)")
-    records = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(WORLD)]
+    records = _fork_ranks(_rank_signal_main,
+                          (_free_port(), cfgs, str(tmp_path), signal_rank), tmp_path)
     for record in records:
         assert "error" not in record, record
         assert record["exit"] == 128 + signal.SIGUSR1, record
