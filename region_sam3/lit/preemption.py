@@ -78,7 +78,10 @@ class PreemptionCheckpoint(L.Callback):
             self.received = signal.Signals(signum)
             log.warning("Received %s: saving a checkpoint at the next batch boundary",
                         self.received.name)
-        if self._trainer is not None:
+        # One process: stop at this batch's end. Under DDP only the batch-end all-reduce sets
+        # it, on every rank at once: a flag set here between that all-reduce and Lightning's
+        # check would stop this rank alone and leave the others waiting in a collective.
+        if self._trainer is not None and self._trainer.world_size == 1:
             self._trainer._signal_connector.received_sigterm = True
         previous = self._previous.get(signal.Signals(signum))
         # TERM: Lightning's notifier (it also stops a launcher's child processes). USR1/USR2
