@@ -35,15 +35,16 @@ REFERENCE_OVERRIDES = [
 
 
 def export_tiny_base(lightning_ckpt: str | Path, out: Path = WEIGHTS) -> Path:
-    """Write the SAM3 weights of a `train.py` checkpoint in the official format, as float16."""
-    state = torch.load(lightning_ckpt, map_location="cpu", weights_only=False)["state_dict"]
-    net_state = {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}
+    """Write the SAM3 weights of a `train.py` checkpoint in the official format, as float16.
 
-    class _Holder(torch.nn.Module):
-        def state_dict(self, *args, **kwargs):  # noqa: D102 - plain dict of the SAM3 tensors
-            return net_state
+    The module is rebuilt through the one checkpoint loader (`lit.loading`), so a head-only
+    checkpoint (a run with a frozen backbone, e.g. stage 2) gets its frozen base back from its
+    recorded source, hash-checked, instead of exporting only the tensors that trained.
+    """
+    from region_sam3.lit.loading import load_module_from_checkpoint
 
-    save_official_format(_Holder(), out, dtype=torch.float16,
+    module, _ = load_module_from_checkpoint(lightning_ckpt, with_teacher=False)
+    save_official_format(module.net, out, dtype=torch.float16,
                          exclude_prefixes=("segmentation_head.region_head",))
     return out
 

@@ -98,3 +98,21 @@ def test_base_hash_computed_once_per_unchanged_base(monkeypatch):
     changed = head_only.frozen_base_sha256(state, ["net.a", "net.b"])
     assert len(calls) == 2 and changed != first == real(
         {"net.a": torch.arange(6.0).reshape(2, 3), "net.b": torch.ones(4)}, ["net.a", "net.b"])
+
+
+def test_export_of_a_head_only_checkpoint_writes_the_whole_base(runs, tmp_path):
+    """A frozen-backbone run (stage 2 of the tiny base) exports every SAM3 tensor, the frozen
+    ones restored from the base source, so the file loads with `strict=true` alone."""
+    from region_sam3.models.checkpoint import DETECTOR_PREFIX
+    from region_sam3.utils.tiny_base import export_tiny_base
+
+    path, model = runs["head"]
+    exported = torch.load(export_tiny_base(path, tmp_path / "base.pt"), map_location="cpu")["model"]
+    live = {k[4:]: v for k, v in model.state_dict().items()
+            if k.startswith("net.") and not k.startswith("net.segmentation_head.region_head")}
+    assert set(exported) == {DETECTOR_PREFIX + k for k in live}
+    frozen = set(frozen_base_keys(model.net))
+    assert frozen and all(k.removeprefix("net.") in live for k in frozen)
+    for key, value in live.items():
+        want = value.cpu().half() if value.is_floating_point() else value.cpu()
+        assert torch.equal(exported[DETECTOR_PREFIX + key], want), key
