@@ -16,9 +16,10 @@ def test_shipped_weights_are_small_official_format_and_load_strictly():
     assert WEIGHTS.stat().st_size <= 10 * 1024 * 1024
     state = read_checkpoint(WEIGHTS)
     assert all(k.startswith("detector.") for k in state)
-    from helpers import build_tiny_sam3
+    from helpers import compose_sam3
+    from hydra.utils import instantiate
 
-    model = build_tiny_sam3(["checkpoint=builtin:sam3_tiny_synthetic.pt", "strict=true"])
+    model = instantiate(compose_sam3("tiny_base", ["strict=true"]))  # the shipped architecture
     own = model.state_dict()
     for key, value in state.items():
         assert torch.equal(own[key.removeprefix("detector.")], value.to(own[key.removeprefix("detector.")].dtype))
