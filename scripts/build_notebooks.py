@@ -58,8 +58,8 @@ QUICKSTART = [
            "`predict` accepts a PIL image, an `[H,W,3] uint8` array or a `[3,H,W]` tensor of any "
            "size.\nMasks `[N,H,W]`, boxes `[N,4]` (xyxy pixels) and scores `[N]` come back at the "
            "original size,\nsorted by score. The shipped tiny base is a weak detector whose "
-           "scores stay below ~0.25\n(`region_sam3/assets/README.md`), so this notebook keeps "
-           "detections above 0.15; with the\nofficial weights use SAM3's 0.5."),
+           "scores stay below ~0.36\nand whose queries return copies of one mask "
+           "(`region_sam3/assets/README.md`), so this notebook keeps\ndetections above 0.15; with the\nofficial weights use SAM3's 0.5."),
     ("code", "prompt = \"red circle\"\n"
              "THRESHOLD = 0.15   # 0.5 with the official weights\n"
              "pred = predictor.predict(scene.image, prompt, score_threshold=THRESHOLD)\n"
@@ -149,7 +149,7 @@ NOTEBOOKS = {
                  "dm = objects['datamodule']\n"
                  "for split in ['crowded', 'small']:\n"
                  "    grid = overlay_grid(predictor, split_samples(*dm.split_paths(split), NUM_IMAGES // 2 + 1),\n"
-                 "                        score_threshold=0.3, title=split)\n"
+                 "                        score_threshold=0.2, title=split)\n"
                  "    plt.figure(figsize=(10, 6)); plt.imshow(grid); plt.axis('off')"),
         ("md", "## Where refinement helped and hurt most (IoU change per ground-truth instance)"),
         ("code", "from region_sam3.workflow.refinement import refinement_changes, changes_markdown\n"

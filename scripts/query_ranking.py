@@ -13,6 +13,8 @@ evaluation), with masks at the model's mask resolution thresholded at logit 0:
   the prompt's objects) above the prompt's other queries (Mann-Whitney; 0.5 = chance);
 - `oracle rank`: per object, the rank (1 = top) of its best-IoU query among the prompt's queries;
 - `good queries / object`: queries at IoU >= 0.5 per object (duplicates when > 1);
+- `within-prompt spread`: max - min of sigmoid(query logit) over a prompt's queries (0 when the
+  queries have collapsed onto one state), and the mask IoU between a prompt's queries;
 - the query probability of good queries vs the rest, and the box IoU of the good ones, which
   IA-BCE's soft target (prob^0.25 * boxIoU^0.75) caps the probability at.
 """
@@ -63,6 +65,7 @@ def main() -> None:
     module.eval()
     datamodule.setup("test")
     good_prob, other_prob, good_box_iou, ranks, goods, covered = [], [], [], [], [], []
+    spread, pair_iou = [], []
     for batch in datamodule.test_dataloader():
         out = final_output(module.net(to_sam3_batch(batch, module.device)))
         probs = torch.sigmoid(out["pred_logits"].float()[..., 0])  # [B, Q]
@@ -74,6 +77,10 @@ def main() -> None:
                                mode="area")[:, 0] >= 0.5
             iou = mask_iou(masks[b] > 0, gt)  # [Q, G]
             good = iou.amax(1) >= 0.5
+            spread.append(float(probs[b].max() - probs[b].min()))
+            self_iou = mask_iou(masks[b] > 0, masks[b] > 0)
+            off_diagonal = ~torch.eye(len(self_iou), dtype=torch.bool)
+            pair_iou.append(float(self_iou[off_diagonal].mean()))
             good_prob.append(probs[b][good].numpy())
             other_prob.append(probs[b][~good].numpy())
             biou = box_iou(cxcywh_to_xyxy(boxes[b]), cxcywh_to_xyxy(batch.boxes_cxcywh[rows]))
@@ -98,6 +105,9 @@ def main() -> None:
           f"top-3 {np.mean(ranks <= 3):.3f}")
     print(f"  good queries / object: mean {goods.mean():.2f}, objects with > 1: "
           f"{np.mean(goods > 1):.3f}")
+    print(f"  within-prompt spread of query prob: median {np.median(spread):.4f}, "
+          f"max {max(spread):.4f} ({len(spread)} present prompts)")
+    print(f"  mask IoU between a prompt's queries: median {np.median(pair_iou):.3f}")
     print(f"  query prob, good:  median {np.median(good_prob):.3f} "
           f"(p10 {q(good_prob, .1):.3f}, p90 {q(good_prob, .9):.3f}, max {good_prob.max():.3f})")
     print(f"  query prob, other: median {np.median(other_prob):.3f} "
