@@ -59,7 +59,16 @@ class SplitSpec:
     small_size_range: tuple[float, float] = (0.035, 0.12)
     max_overlap: float = 0.3  # max box intersection / smaller box area between objects
     clutter: tuple[int, int] = (2, 8)  # number of distractor strokes/blobs
+    # Probability that an object reuses a category already in the scene. Uniform categories
+    # give ~1.06 objects per present prompt: a decoder whose queries all predict the same mask
+    # then loses nothing, and the tiny base's queries collapsed that way (issue 18). Several
+    # instances per prompt are what one-to-one matching needs to learn from.
+    same_category_prob: float = 0.0
 
+
+#: SplitSpec fields that enter `config_hash` only when not at their default (added after
+#: caches existed; at the default they draw no random numbers, so the scenes are unchanged).
+_HASH_IF_SET = {"same_category_prob": 0.0}
 
 #: held-out test split -> the split whose spec it copies (its scenes come from another random
 #: stream: `render_scene` seeds each split with its own name). `val`/`small`/`crowded` select
@@ -141,8 +150,12 @@ class SyntheticConfig:
     def split_config(self, split: str) -> dict[str, Any]:
         """Everything that determines `split`'s pixels and annotations (and nothing else)."""
         settings = {k: v for k, v in asdict(self).items() if k != "splits"}
-        return {"version": GENERATOR_VERSION, **settings, "split": split,
-                "spec": asdict(self.splits[split])}
+        spec = asdict(self.splits[split])
+        # Spec fields added later hash only when set, so existing caches keep their keys.
+        for name, default in _HASH_IF_SET.items():
+            if spec.get(name) == default:
+                spec.pop(name)
+        return {"version": GENERATOR_VERSION, **settings, "split": split, "spec": spec}
 
     def config_hash(self, split: str) -> str:
         """Cache key of one split: shared generator settings + that split's spec only."""
@@ -172,7 +185,11 @@ def render_scene(cfg: SyntheticConfig, split: str, index: int) -> SyntheticScene
     placed_boxes: list[np.ndarray] = []
     yy, xx = np.mgrid[0:size, 0:size]
     for _ in range(int(rng.integers(spec.min_objects, spec.max_objects + 1))):
-        category_index = int(rng.integers(len(categories)))
+        if (spec.same_category_prob and object_categories
+                and rng.random() < spec.same_category_prob):
+            category_index = object_categories[int(rng.integers(len(object_categories)))] - 1
+        else:
+            category_index = int(rng.integers(len(categories)))
         colour_name, shape = categories[category_index]
         low, high = spec.small_size_range if rng.random() < spec.small_prob else spec.size_range
         diameter = size * math.exp(rng.uniform(math.log(low), math.log(high)))

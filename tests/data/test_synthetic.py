@@ -122,3 +122,20 @@ def test_cli_writes_requested_split(tmp_path, capsys):
     ann_files = list(tmp_path.glob("*/val/instances.json"))
     assert len(ann_files) == 1
     assert len(json.loads(ann_files[0].read_text())["images"]) == 2
+
+
+def test_same_category_prob_gives_several_instances_per_prompt_and_leaves_defaults_alone():
+    # The default spec's cache key predates the field (a changed key would regenerate caches).
+    assert SyntheticConfig().config_hash("val") == "53ba09c7cdc0"
+
+    def objects_per_present_prompt(cfg: SyntheticConfig) -> float:
+        scenes = [render_scene(cfg, "train", i) for i in range(60)]
+        return (sum(len(s.category_ids) for s in scenes)
+                / sum(len(set(s.category_ids)) for s in scenes))
+
+    plain = SyntheticConfig.from_any({"splits": {"train": {"num_images": 60}}})
+    repeated = SyntheticConfig.from_any(
+        {"splits": {"train": {"num_images": 60, "same_category_prob": 0.5}}})
+    assert objects_per_present_prompt(plain) < 1.1
+    assert objects_per_present_prompt(repeated) > 1.4
+    assert repeated.config_hash("train") != plain.config_hash("train")
