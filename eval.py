@@ -10,10 +10,15 @@ from __future__ import annotations
 
 import sys
 
-import hydra
-from omegaconf import DictConfig
+# Before torch is imported: the same CPU kernels on every x86-64 machine (utils/numerics.py).
+from region_sam3.utils.numerics import apply_portable_numerics
 
-from region_sam3.workflow.eval_config import addable_split_overrides
+apply_portable_numerics()
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from region_sam3.workflow.eval_config import addable_split_overrides  # noqa: E402
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")

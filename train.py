@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-import hydra
-from omegaconf import DictConfig
+# Before torch is imported: the same CPU kernels on every x86-64 machine (utils/numerics.py).
+from region_sam3.utils.numerics import apply_portable_numerics
 
-from region_sam3.reporting.run_outputs import optimized_metric
-from region_sam3.tasks import train_task
+apply_portable_numerics()
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from region_sam3.reporting.run_outputs import optimized_metric  # noqa: E402
+from region_sam3.tasks import train_task  # noqa: E402
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
+from region_sam3.utils.numerics import numerics_summary
 from region_sam3.utils.resolvers import MissingConfigValueError
 from region_sam3.utils.threads import apply_num_threads
+
+log = logging.getLogger(__name__)
 
 
 def check_file(path: str | None, key: str, hint: str) -> Path | None:
@@ -62,4 +66,5 @@ def set_torch_threads(cfg: DictConfig) -> int:
     devices = cfg.trainer.get("devices", 1) if cfg.get("trainer") is not None else 1
     processes = devices if isinstance(devices, int) and devices > 0 else 1
     num_workers = int(cfg.data.get("num_workers", 0) or 0) if cfg.get("data") is not None else 0
+    log.info(numerics_summary())
     return apply_num_threads(cfg.get("num_threads", "auto"), num_workers, processes)
