@@ -55,15 +55,21 @@ def _module_and_data(args):
     return module, hydra.utils.instantiate(data_cfg)
 
 
-@torch.no_grad()
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def model_source_parser(description: str, split: str) -> argparse.ArgumentParser:
+    """`--ckpt` | `--base`, `--split`, `--data-dir`: what `_module_and_data` reads."""
+    parser = argparse.ArgumentParser(description=description)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--ckpt", help="a train.py checkpoint")
     source.add_argument("--base", help="conf/model/sam3/<name> (its own checkpoint)")
-    parser.add_argument("--split", default="test")
+    parser.add_argument("--split", default=split)
     parser.add_argument("--data-dir", default=None,
                         help="paths.data_dir for --base (a --ckpt uses its run's data folder)")
+    return parser
+
+
+@torch.no_grad()
+def main() -> None:
+    parser = model_source_parser(__doc__.splitlines()[0], split="test")
     args = parser.parse_args()
     torch.manual_seed(0)
     module, datamodule = _module_and_data(args)

@@ -20,7 +20,6 @@ it, prints `region_sam3.eval.query_ranking.QueryRanking`'s statistics:
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -29,7 +28,7 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from presence_auc import _module_and_data  # noqa: E402
+from presence_auc import _module_and_data, model_source_parser  # noqa: E402
 
 from region_sam3.data.sam3_adapter import to_sam3_batch  # noqa: E402
 from region_sam3.eval.query_ranking import QueryRanking  # noqa: E402
@@ -38,13 +37,7 @@ from region_sam3.lit.evaluation import final_output  # noqa: E402
 
 @torch.no_grad()
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--ckpt", help="a train.py checkpoint")
-    source.add_argument("--base", help="conf/model/sam3/<name> (its own checkpoint)")
-    parser.add_argument("--split", default="val")
-    parser.add_argument("--data-dir", default=None)
-    args = parser.parse_args()
+    args = model_source_parser(__doc__.splitlines()[0], split="val").parse_args()
     torch.manual_seed(0)
     module, datamodule = _module_and_data(args)
     module.eval()
