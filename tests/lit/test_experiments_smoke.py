@@ -63,3 +63,20 @@ def test_experiment_fast_dev_run(experiment, tmp_path, synthetic_data_dir):
     report = (tmp_path / "report.md").read_text()
     assert "| split | iteration |" in report and "](report_overlays.png)" in report, report
     assert (tmp_path / "report_overlays.png").is_file()
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_an_experiment_that_loads_the_shipped_base_builds_its_architecture(experiment, tmp_path):
+    """`debug=smoke` swaps every experiment onto `tiny_base`, which would hide an experiment
+    that loads the shipped weights into another architecture (pretrain_tiny_ft built the
+    patch-14 `tiny` after the base became `tiny_p7_stem`): compare the arch as composed."""
+    from helpers import compose_sam3
+    from omegaconf import OmegaConf
+
+    cfg = compose_task("train", tmp_path, tmp_path, [f"experiment={experiment}"])
+    # `${required:...}` checkpoints (official weights, a stage-1 backbone) are not the base
+    checkpoint = OmegaConf.select(cfg, "model.sam3.checkpoint", throw_on_resolution_failure=False)
+    if checkpoint != "builtin:sam3_tiny_synthetic.pt":
+        pytest.skip("does not load the shipped base")
+    shipped = OmegaConf.to_container(compose_sam3("tiny_base").arch)
+    assert OmegaConf.to_container(cfg.model.sam3.arch) == shipped
