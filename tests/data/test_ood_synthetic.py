@@ -91,6 +91,9 @@ def test_written_split_categories_annotations_and_cache(tmp_path):
     # Another spec -> another cache directory; the hash differs from the built-in splits'.
     assert cfg.config_hash("ood") != _cfg(ood={"num_images": 7}).config_hash("ood")
     assert cfg.config_hash("ood").startswith("ood-")
+    # `ood_splits` beside the built-in settings leaves the built-in splits' caches alone.
+    beside = SyntheticConfig.from_any({"ood_splits": {"ood": {"num_images": 3}}})
+    assert beside.config_hash("val") == SyntheticConfig().config_hash("val")
 
 
 def test_touching_split_has_touching_same_category_instances():
