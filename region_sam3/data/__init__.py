@@ -18,6 +18,8 @@ _EXPORTS = {
     "to_sam3_batch": "region_sam3.data.sam3_adapter",
     "SyntheticConfig": "region_sam3.data.synthetic",
     "ensure_synthetic_dataset": "region_sam3.data.synthetic",
+    "OODConfig": "region_sam3.data.ood_synthetic",
+    "ensure_ood_dataset": "region_sam3.data.ood_synthetic",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 
 from region_sam3.data.batch import FindQueryBatch, collate_find_queries
 from region_sam3.data.coco import FindQueryDataset
+from region_sam3.data.ood_synthetic import OOD_SPLITS, OODConfig, ensure_ood_dataset
 from region_sam3.data.resumable_loader import (
     EpochCursor,
     ResumableDataLoader,
@@ -59,6 +60,9 @@ class FindQueryDataModule(L.LightningDataModule):
         train_split / val_split / test_split: split names (e.g. `test_split=crowded`);
             `test_split` may be a list (`[test,test_small,test_crowded]`): one test loader
             per split. The synthetic benchmark's held-out splits are `test*`; `val` selects.
+            With `synthetic`, the out-of-distribution splits `ood`, `ood_touching`
+            (`region_sam3.data.ood_synthetic`; sizes in `synthetic.ood_splits`) are
+            available for evaluation only: `train_split=ood*` raises.
         resolution: model input side; keep_aspect_ratio pads bottom/right instead of squashing.
         augmentation: `AugmentationConfig` fields for training (None disables).
         batch_size: images per batch (see module docstring); eval_batch_size defaults to it.
@@ -105,6 +109,11 @@ class FindQueryDataModule(L.LightningDataModule):
         self._worker_generator = torch.Generator().manual_seed(seed + 1)
         self._cursor = EpochCursor()  # mid-epoch resume (data/resumable_loader.py)
         self.test_splits = _split_list(test_split)
+        if self.synthetic is not None and train_split in self._ood_config().splits:
+            raise ValueError(
+                f"data.train_split={train_split!r}: the out-of-distribution splits "
+                f"{sorted(self._ood_config().splits)} are evaluation-only (their renderer "
+                "must stay unseen); train on `train` and pass them as data.test_split")
 
     @property
     def test_roles(self) -> list[str]:
@@ -119,15 +128,24 @@ class FindQueryDataModule(L.LightningDataModule):
         root = Path(settings.pop("root"))
         return root, SyntheticConfig.from_any(settings)
 
+    def _ood_config(self) -> OODConfig:
+        """The OOD generator of `synthetic` (its size, seed, categories; `ood_splits` sizes)."""
+        settings = {k: v for k, v in self.synthetic.items() if k != "root"}
+        return OODConfig.from_synthetic(SyntheticConfig.from_any(settings),
+                                        self.synthetic.get("ood_splits"))
+
     def split_paths(self, split: str) -> tuple[Path, Path]:
         """(image_dir, ann_file) of `split`, generating synthetic data if needed."""
         if self.synthetic is not None:
             root, cfg = self._synthetic_config()
             if split in cfg.splits:
                 return ensure_synthetic_dataset(root, split, cfg)
+            if split in OOD_SPLITS or split in (self.synthetic.get("ood_splits") or {}):
+                return ensure_ood_dataset(root, split, self._ood_config())
         if split not in self.splits:
             known = sorted(self.splits) + (
-                sorted(self._synthetic_config()[1].splits) if self.synthetic else []
+                sorted(self._synthetic_config()[1].splits) + sorted(self._ood_config().splits)
+                if self.synthetic else []
             )
             raise ValueError(f"data: unknown split {split!r}; known splits: {known}")
         paths = self.splits[split]

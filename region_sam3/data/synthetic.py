@@ -132,6 +132,9 @@ class SyntheticConfig:
         if isinstance(cfg, SyntheticConfig):
             return cfg
         cfg = dict(cfg)
+        # The OOD generator's split sizes live beside these settings in `data.synthetic`
+        # (region_sam3.data.ood_synthetic); they are no field of this config or its hash.
+        cfg.pop("ood_splits", None)
         if "splits" in cfg and cfg["splits"] is not None:
             # Partial split overrides (e.g. only num_images) start from the default spec.
             merged = default_splits()

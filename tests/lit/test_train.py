@@ -73,6 +73,19 @@ def test_eval_on_several_splits_prefixes_metrics_by_split(short_run, synthetic_d
     assert written["metrics"]["test/val/miou/num_gt"] != written["metrics"]["test/crowded/miou/num_gt"]
 
 
+def test_eval_on_out_of_distribution_splits(short_run, synthetic_data_dir, tmp_path):
+    """`data.test_split=[val,ood,ood_touching]` needs no other config: generated on first use."""
+    out, _ = short_run
+    overrides = [f"ckpt_path={out / 'checkpoints' / 'last.ckpt'}",
+                 "data.test_split=[val,ood,ood_touching]", "+trainer.limit_test_batches=1",
+                 "model.evaluation.boundary=false", "data.synthetic.ood_splits.ood.num_images=2",
+                 "data.synthetic.ood_splits.ood_touching.num_images=2"]
+    metrics, _ = eval_task(compose_task("eval", tmp_path, synthetic_data_dir, overrides))
+    for split in ("ood", "ood_touching"):
+        assert metrics[f"test/{split}/miou/num_gt"] > 0, sorted(metrics)
+    assert metrics["test/ood_touching/miou/num_gt"] != metrics["test/val/miou/num_gt"]
+
+
 def test_nothing_trainable_skips_fit_and_tests_every_split(tmp_path, synthetic_data_dir):
     """A sweep point with num_iters=0 on the frozen base is evaluated, not failed."""
     overrides = [*TINY, "experiment=region_head", "model.region_head.num_iters=0",
