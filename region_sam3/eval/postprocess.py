@@ -36,12 +36,15 @@ from typing import Any
 import numpy as np
 import pycocotools.mask as mask_utils
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+
+__all__ = ["BatchLayout", "PostProcessor", "detection_scores", "iteration_sources",
+           "masks_to_original", "top_per_image"]
 
 from region_sam3.eval.bands import bands_numpy, bands_torch, boundary_width
 from region_sam3.eval.candidates import ImageCandidates
 from region_sam3.eval.masks import encode_masks, stability_score
+from region_sam3.eval.resize import ResizeWorkspace, masks_to_original
 from region_sam3.eval.types import ImageDetections, IterationMasks
 from region_sam3.outputs import parse_iter_mask_key, presence_scores, same_tensor
 
@@ -107,36 +110,6 @@ def top_per_image(
     return order // q, order % q, values
 
 
-def masks_to_original(
-    logits: Tensor,
-    canvas_size: tuple[int, int],
-    valid_size: tuple[int, int],
-    orig_size: tuple[int, int],
-) -> Tensor:
-    """Resize mask logits covering the model canvas to the original image frame.
-
-    The content window ``valid_size`` of the ``canvas_size`` canvas (top-left, the rest is
-    padding) is mapped onto ``orig_size`` with bilinear, ``align_corners=False`` sampling.
-
-    Args:
-        logits: ``[K, h, w]`` mask logits over the whole canvas.
-    Returns:
-        ``[K, orig_h, orig_w]`` float32 logits.
-    """
-    x = logits[None].float()
-    if tuple(valid_size) == tuple(canvas_size):
-        return F.interpolate(x, size=tuple(orig_size), mode="bilinear", align_corners=False)[0]
-    (ch, cw), (vh, vw), (oh, ow) = canvas_size, valid_size, orig_size
-    h, w = logits.shape[-2:]
-    # Content spans vh*h/ch low-res rows; sample it at the original resolution. The relative
-    # 1e-9 keeps floor(h * scale) >= oh despite rounding (a 1e-6 px shift at most).
-    sy = oh / (vh * h / ch) * (1 + 1e-9)
-    sx = ow / (vw * w / cw) * (1 + 1e-9)
-    out = F.interpolate(x, scale_factor=(sy, sx), mode="bilinear", align_corners=False,
-                        recompute_scale_factor=False)[0]
-    return out[:, :oh, :ow]
-
-
 def iteration_sources(out: Mapping[str, Any]) -> tuple[dict[int, Tensor], int | None]:
     """``({t: pred_masks_iter{t}}, final_t)``: the iterates other than the final masks, and the
     ``t`` whose tensor *is* ``pred_masks`` (the region head returns the final iterate itself)."""
@@ -194,6 +167,8 @@ class PostProcessor:
         self.delta = stability_delta
         self.chunk_pixels = int(chunk_pixels)
         self.boundary_ratio = boundary_ratio
+        # Resize buffers reused across chunks and images (exact, see ``ResizeWorkspace``).
+        self._resize = ResizeWorkspace()
 
     @torch.no_grad()
     def select(
@@ -259,7 +234,7 @@ class PostProcessor:
     def _encode(self, logits: Tensor, cand: ImageCandidates) -> IterationMasks:
         """``[K, h, w]`` canvas logits -> RLEs + stability in the original frame.
 
-        One ``F.interpolate`` per chunk; on CUDA threshold/stability/RLE runs stay on the
+        One resize per chunk (``masks_to_original`` into reused buffers); on CUDA threshold/stability/RLE runs stay on the
         device. On CPU the resized float32 chunk is read through numpy (its comparisons and
         counts are ~5x faster than torch's single-threaded bool kernels here): one strided
         ``> 0`` pass writes the Fortran-ordered uint8 array pycocotools encodes without a copy,
@@ -270,8 +245,8 @@ class PostProcessor:
         d = None if self.boundary_ratio is None else boundary_width(oh, ow, self.boundary_ratio)
         rles, stab, bands = [], [], []
         for start in range(0, logits.shape[0], chunk):
-            full = masks_to_original(logits[start:start + chunk], cand.canvas_size,
-                                     cand.valid_size, (oh, ow))
+            full = self._resize.resize(logits[start:start + chunk], cand.canvas_size,
+                                       cand.valid_size, (oh, ow))
             if full.device.type == "cpu":
                 r, s, b = _encode_cpu(full.numpy(), self.delta, d)
                 rles.extend(r)
