@@ -169,6 +169,7 @@ class PostProcessor:
         self.boundary_ratio = boundary_ratio
         # Resize buffers reused across chunks and images (exact, see ``ResizeWorkspace``).
         self._resize = ResizeWorkspace()
+        self._scratch = np.empty(0, dtype=np.bool_)  # the thresholded chunk, reused likewise
 
     @torch.no_grad()
     def select(
@@ -234,8 +235,8 @@ class PostProcessor:
     def _encode(self, logits: Tensor, cand: ImageCandidates) -> IterationMasks:
         """``[K, h, w]`` canvas logits -> RLEs + stability in the original frame.
 
-        One resize per chunk (``masks_to_original`` into reused buffers); on CUDA threshold/stability/RLE runs stay on the
-        device. On CPU the resized float32 chunk is read through numpy (its comparisons and
+        One resize per chunk (``masks_to_original`` into reused buffers); on CUDA
+        threshold/stability/RLE runs stay on the device. On CPU the resized float32 chunk is read through numpy (its comparisons and
         counts are ~5x faster than torch's single-threaded bool kernels here): one strided
         ``> 0`` pass writes the Fortran-ordered uint8 array pycocotools encodes without a copy,
         and per-mask ``count_nonzero`` of ``> delta`` / ``> -delta`` give the stability score.
@@ -248,7 +249,10 @@ class PostProcessor:
             full = self._resize.resize(logits[start:start + chunk], cand.canvas_size,
                                        cand.valid_size, (oh, ow))
             if full.device.type == "cpu":
-                r, s, b = _encode_cpu(full.numpy(), self.delta, d)
+                k = full.shape[0]
+                if self._scratch.size < k * oh * ow:  # reused: a fresh one is page-faulted in
+                    self._scratch = np.empty(k * oh * ow, dtype=np.bool_)
+                r, s, b = _encode_cpu(full.numpy(), self.delta, d, self._scratch)
                 rles.extend(r)
                 stab.append(s)
                 bands.extend(b)
@@ -276,12 +280,16 @@ class PostProcessor:
 
 
 def _encode_cpu(
-    full: np.ndarray, delta: float, band_width: int | None = None
+    full: np.ndarray, delta: float, band_width: int | None = None,
+    scratch: np.ndarray | None = None,
 ) -> tuple[list[dict[str, Any]], np.ndarray, list[dict[str, Any]]]:
     """``[K, H, W]`` float32 logits -> (K RLEs of ``> 0``, ``[K]`` SAM stability scores, K RLEs
-    of the boundary bands at ``band_width``, or [] without one)."""
+    of the boundary bands at ``band_width``, or [] without one). ``scratch``: optional flat
+    bool buffer of ``>= K*H*W`` elements for the thresholded masks (overwritten)."""
     k, h, w = full.shape
-    fortran = np.empty((k, w, h), dtype=np.bool_)  # == [H, W, K] in Fortran order
+    if scratch is None:
+        scratch = np.empty(k * w * h, dtype=np.bool_)
+    fortran = scratch[: k * w * h].reshape(k, w, h)  # == [H, W, K] in Fortran order
     np.greater(full, 0, out=fortran.transpose(0, 2, 1))
     rles = mask_utils.encode(fortran.view(np.uint8).transpose(2, 1, 0)) if k else []
     bands = []
