@@ -25,6 +25,9 @@ prompts x sources on that path).
 of ``COMMIT`` (e.g. the commit before an optimisation), prints both and checks every metric is
 unchanged. sam3 (imported lazily by cgF1) is imported before timing, as in a real run.
 
+``--profile N`` prints, per run, the N functions with the most own time inside the timed part
+(cProfile enabled around it only, not around the data generation).
+
     PYTHONPATH=. OMP_NUM_THREADS=1 nice -n 10 python benchmarks/eval_memory.py --images 20
     PYTHONPATH=. OMP_NUM_THREADS=1 python benchmarks/eval_memory.py --images 3 --baseline 4ddd669
 """

@@ -22,7 +22,10 @@ where the window is the whole canvas).
 
 Memory at official size (80 prompts x 200 queries, 288^2 mask logits, 640x480 originals, T=3):
 per image the device holds ``K x 288^2`` gathered logits per source (33 MB fp32) and one chunk of
-resized logits (``chunk_pixels`` elements, 64 MB fp32 by default); only the ``K`` boxes, scores,
+resized logits (``chunk_pixels`` elements, 64 MB fp32 by default; that buffer, its fp32 input
+chunk and on CPU the thresholded chunk are kept by the ``PostProcessor`` and reused for every
+chunk and image: freshly allocated, such blocks cost more in page faults than the resize);
+only the ``K`` boxes, scores,
 labels, stability scores and RLEs reach the host (on CUDA the RLE runs are computed on the
 device by sam3's ``rle_encode``; on CPU pycocotools encodes a ``K x H x W`` uint8 chunk).
 """
