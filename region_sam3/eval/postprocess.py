@@ -25,9 +25,9 @@ per image the device holds ``K x 288^2`` gathered logits per source (33 MB fp32)
 resized logits (``chunk_pixels`` elements, 64 MB fp32 by default; that buffer, its fp32 input
 chunk and on CPU the thresholded chunk are kept by the ``PostProcessor`` and reused for every
 chunk and image: freshly allocated, such blocks cost more in page faults than the resize);
-only the ``K`` boxes, scores,
-labels, stability scores and RLEs reach the host (on CUDA the RLE runs are computed on the
-device by sam3's ``rle_encode``; on CPU pycocotools encodes a ``K x H x W`` uint8 chunk).
+only the ``K`` boxes, scores, labels, stability scores and RLEs reach the host (on CUDA the RLE
+runs are computed on the device by sam3's ``rle_encode``; on CPU pycocotools encodes a
+``K x H x W`` uint8 chunk).
 """
 
 from __future__ import annotations
