@@ -25,6 +25,9 @@ prompts x sources on that path).
 of ``COMMIT`` (e.g. the commit before an optimisation), prints both and checks every metric is
 unchanged. sam3 (imported lazily by cgF1) is imported before timing, as in a real run.
 
+``--profile N`` prints, per run, the N functions with the most own time inside the timed part
+(cProfile enabled around it only, not around the data generation).
+
     PYTHONPATH=. OMP_NUM_THREADS=1 nice -n 10 python benchmarks/eval_memory.py --images 20
     PYTHONPATH=. OMP_NUM_THREADS=1 python benchmarks/eval_memory.py --images 3 --baseline 4ddd669
 """
@@ -32,8 +35,10 @@ unchanged. sam3 (imported lazily by cgF1) is imported before timing, as in a rea
 from __future__ import annotations
 
 import argparse
+import cProfile
 import importlib
 import inspect
+import pstats
 import subprocess
 import sys
 import tempfile
@@ -114,9 +119,11 @@ def make_gt(image_id: int, cats: list[int], rng: np.random.Generator, gt_cls=Non
     return (gt_cls or ev_types.ImageGroundTruth)(image_id, h, w, anns, tuple(cats), len(anns))
 
 
-def run_new(images: int, prompts: int, chunk: int, ev=None) -> dict:
+def run_new(images: int, prompts: int, chunk: int, ev=None,
+            prof: cProfile.Profile | None = None) -> dict:
     """The current path, or with ``ev`` the same loop on another ``region_sam3.eval`` package
-    (``--baseline``: an older commit's, for a side-by-side before/after on identical data)."""
+    (``--baseline``: an older commit's, for a side-by-side before/after on identical data).
+    ``prof``: profiler enabled around the timed sections only (not the data generation)."""
     ev = ev or importlib.import_module("region_sam3.eval")
     g, rng = torch.Generator().manual_seed(0), np.random.default_rng(0)
     # Boundary bands made next to the masks where this version of the package can.
@@ -135,17 +142,25 @@ def run_new(images: int, prompts: int, chunk: int, ev=None) -> dict:
             out = make_outputs(n, g)
             meter.rebase()  # the outputs handed over are not the evaluation's memory
             t0 = time.perf_counter()
+            if prof:
+                prof.enable()
             layout = ev.BatchLayout(torch.zeros(n, dtype=torch.long),
                                  torch.tensor(cats[start:start + n]), [i], [ORIG],
                                  [(CANVAS, CANVAS)], (CANVAS, CANVAS))
             pool.add(post.select(out, layout, pool.score_floors([i])), [gt])
             evaluators.process(*pool.pop_finished([i]))
+            if prof:
+                prof.disable()
             t_post += time.perf_counter() - t0
             del out
     meter.rebase()
     t0 = time.perf_counter()
+    if prof:
+        prof.enable()
     evaluators.process(*pool.flush())
     metrics = evaluators.evaluate()
+    if prof:
+        prof.disable()
     t_eval = time.perf_counter() - t0
     peak = meter.stop()
     return {"peak_added_mb": peak / 2**20, "post_s_per_image": t_post / images,
@@ -206,6 +221,8 @@ def main() -> None:
     p.add_argument("--old-prompts", type=int, default=1)
     p.add_argument("--baseline", metavar="COMMIT", default=None,
                    help="also run the same loop with region_sam3/eval from COMMIT (before/after)")
+    p.add_argument("--profile", type=int, default=0, metavar="N",
+                   help="print the N costliest functions (own time) of each run's timed part")
     args = p.parse_args()
     torch.set_num_threads(1)
     # CGF1Evaluator imports sam3 lazily; an evaluation run has it imported with the model, so
@@ -213,11 +230,19 @@ def main() -> None:
     importlib.import_module("sam3.eval.cgf1_eval")
     print(f"{args.images} images x {args.prompts} prompts x {Q} queries, {LOW}^2 "
           f"logits, T={ITERS}, originals {ORIG[1]}x{ORIG[0]}, {args.chunk} prompts/batch")
-    runs = {}
+    runs, profiles = {}, {}
     if args.baseline:
-        runs[f"baseline {args.baseline}"] = run_new(
-            args.images, args.prompts, args.chunk, load_old_eval(args.baseline, "base_eval"))
-    runs["current"] = new = run_new(args.images, args.prompts, args.chunk)
+        label = f"baseline {args.baseline}"
+        profiles[label] = cProfile.Profile() if args.profile else None
+        runs[label] = run_new(args.images, args.prompts, args.chunk,
+                              load_old_eval(args.baseline, "base_eval"), profiles[label])
+    profiles["current"] = cProfile.Profile() if args.profile else None
+    runs["current"] = new = run_new(args.images, args.prompts, args.chunk,
+                                    prof=profiles["current"])
+    for label, prof in profiles.items():
+        if prof is not None:
+            print(f"--- profile of {label} (timed part, {args.images} images) ---")
+            pstats.Stats(prof).sort_stats("tottime").print_stats(args.profile)
     for label, r in runs.items():
         per_image = r["post_s_per_image"] + r["evaluate_s_per_image"]
         print(f"{label}: peak added host RSS {r['peak_added_mb']:.0f} MB; {per_image:.2f} s/image "

@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+import pycocotools.mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
@@ -39,27 +41,79 @@ class CocoImageSummary:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+_GEOMETRY_CACHE: list[tuple[list, np.ndarray, np.ndarray]] = []
+_GEOMETRY_CACHE_SIZE = 16
+
+
+def rle_geometry(rles: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    """``(area [K] uint32, bbox [K, 4] float64)`` of RLEs: what ``COCO.loadRes`` computes per
+    result (``maskUtils.area`` / ``toBbox``, the same C functions on the same RLEs).
+
+    ``loadRes`` decodes every RLE string twice per evaluation group; done here once per list
+    of RLEs instead. The mask and boundary evaluators summarise the *same* list object of an
+    image view, so the last few lists are memoised by identity (a strong reference is held,
+    so an ``id`` cannot be reused while cached; RLE lists are never mutated).
+    """
+    for cached, area, bbox in _GEOMETRY_CACHE:
+        if cached is rles:
+            return area, bbox
+    if rles:
+        area, bbox = mask_utils.area(rles), mask_utils.toBbox(rles)
+    else:
+        area, bbox = np.zeros(0, np.uint32), np.zeros((0, 4))
+    _GEOMETRY_CACHE.insert(0, (rles, area, bbox))
+    del _GEOMETRY_CACHE[_GEOMETRY_CACHE_SIZE:]
+    return area, bbox
+
+
 def summarize_coco(dets: ImageDetections, gt: ImageGroundTruth) -> CocoImageSummary:
-    """COCO results (``image_id, category_id, segmentation, score``) + GT of one image."""
+    """COCO results (``image_id, category_id, segmentation, score``) + GT of one image; the
+    results' ``area`` / ``bbox`` (as ``loadRes`` would set them) in ``extra``."""
     dt = [
         {"image_id": dets.image_id, "category_id": int(c), "segmentation": rle,
          "score": float(s)}
         for c, rle, s in zip(dets.labels, dets.rles, dets.scores)
     ]
+    area, bbox = rle_geometry(dets.rles)
     gts = [{**a, "image_id": gt.image_id} for a in gt.annotations]
     cats = set(gt.prompted_category_ids) | {int(c) for c in dets.labels}
     return CocoImageSummary(
         image={"id": gt.image_id, "height": gt.height, "width": gt.width},
         gt=gts, dt=dt, categories=tuple(sorted(cats)),
+        extra={"dt_area": area, "dt_bbox": bbox},
     )
 
 
+def load_results(coco_gt: COCO, anns: list[dict[str, Any]], area: np.ndarray,
+                 bbox: np.ndarray) -> COCO:
+    """``coco_gt.loadRes(anns)`` for RLE ``segmentation`` results (what that branch of
+    pycocotools' ``loadRes`` does, step for step), with each result's ``area`` and ``bbox``
+    given (``rle_geometry``) instead of decoded again. Mutates ``anns`` like ``loadRes``."""
+    img_ids = {a["image_id"] for a in anns}
+    if not img_ids <= set(coco_gt.getImgIds()):
+        raise ValueError(f"results of images {sorted(img_ids - set(coco_gt.getImgIds()))} "
+                         "not in the ground truth")
+    res = COCO()
+    res.dataset["info"] = copy.deepcopy(coco_gt.dataset.get("info", {}))
+    res.dataset["images"] = list(coco_gt.dataset["images"])
+    res.dataset["categories"] = copy.deepcopy(coco_gt.dataset["categories"])
+    for i, ann in enumerate(anns):
+        ann["area"] = area[i]
+        ann["bbox"] = bbox[i]
+        ann["id"] = i + 1
+        ann["iscrowd"] = 0
+    res.dataset["annotations"] = anns
+    res.createIndex()
+    return res
+
+
 def build_coco(records: Sequence[ImageRecord]) -> tuple[COCO, COCO]:
-    """In-memory (gt, dt) COCO objects; dt through ``COCO.loadRes`` as for a results file.
+    """In-memory (gt, dt) COCO objects; dt as ``COCO.loadRes`` makes it from a results file
+    (``load_results``: the same objects, areas and boxes precomputed by ``summarize_coco``).
 
     GT annotation ids are renumbered from 1 (COCOeval reads id 0 as "unmatched").
     """
-    images, cats, gt_anns, dt_anns = [], set(), [], []
+    images, cats, gt_anns, dt_anns, areas, bboxes = [], set(), [], [], [], []
     for r in records:
         s: CocoImageSummary = r.data
         images.append(s.image)
@@ -67,12 +121,18 @@ def build_coco(records: Sequence[ImageRecord]) -> tuple[COCO, COCO]:
         for a in s.gt:
             gt_anns.append({**a, "id": len(gt_anns) + 1})
         dt_anns.extend(copy.copy(d) for d in s.dt)  # loadRes writes ids/areas into the dicts
+        if "dt_area" in s.extra:
+            areas.append(s.extra["dt_area"])
+            bboxes.append(s.extra["dt_bbox"])
     coco_gt = COCO()
     coco_gt.dataset = {"images": images, "categories": [{"id": c} for c in sorted(cats)],
                        "annotations": gt_anns}
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints
         coco_gt.createIndex()
-        if dt_anns:
+        if dt_anns and len(areas) == len(records):
+            coco_dt = load_results(coco_gt, dt_anns, np.concatenate(areas),
+                                   np.concatenate(bboxes))
+        elif dt_anns:
             coco_dt = coco_gt.loadRes(dt_anns)
         else:
             coco_dt = COCO()

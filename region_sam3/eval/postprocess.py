@@ -22,9 +22,12 @@ where the window is the whole canvas).
 
 Memory at official size (80 prompts x 200 queries, 288^2 mask logits, 640x480 originals, T=3):
 per image the device holds ``K x 288^2`` gathered logits per source (33 MB fp32) and one chunk of
-resized logits (``chunk_pixels`` elements, 64 MB fp32 by default); only the ``K`` boxes, scores,
-labels, stability scores and RLEs reach the host (on CUDA the RLE runs are computed on the
-device by sam3's ``rle_encode``; on CPU pycocotools encodes a ``K x H x W`` uint8 chunk).
+resized logits (``chunk_pixels`` elements, 64 MB fp32 by default; that buffer, its fp32 input
+chunk and on CPU the thresholded chunk are kept by the ``PostProcessor`` and reused for every
+chunk and image: freshly allocated, such blocks cost more in page faults than the resize);
+only the ``K`` boxes, scores, labels, stability scores and RLEs reach the host (on CUDA the RLE
+runs are computed on the device by sam3's ``rle_encode``; on CPU pycocotools encodes a
+``K x H x W`` uint8 chunk).
 """
 
 from __future__ import annotations
@@ -36,12 +39,15 @@ from typing import Any
 import numpy as np
 import pycocotools.mask as mask_utils
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+
+__all__ = ["BatchLayout", "PostProcessor", "detection_scores", "iteration_sources",
+           "masks_to_original", "top_per_image"]
 
 from region_sam3.eval.bands import bands_numpy, bands_torch, boundary_width
 from region_sam3.eval.candidates import ImageCandidates
 from region_sam3.eval.masks import encode_masks, stability_score
+from region_sam3.eval.resize import ResizeWorkspace, masks_to_original
 from region_sam3.eval.types import ImageDetections, IterationMasks
 from region_sam3.outputs import parse_iter_mask_key, presence_scores, same_tensor
 
@@ -107,36 +113,6 @@ def top_per_image(
     return order // q, order % q, values
 
 
-def masks_to_original(
-    logits: Tensor,
-    canvas_size: tuple[int, int],
-    valid_size: tuple[int, int],
-    orig_size: tuple[int, int],
-) -> Tensor:
-    """Resize mask logits covering the model canvas to the original image frame.
-
-    The content window ``valid_size`` of the ``canvas_size`` canvas (top-left, the rest is
-    padding) is mapped onto ``orig_size`` with bilinear, ``align_corners=False`` sampling.
-
-    Args:
-        logits: ``[K, h, w]`` mask logits over the whole canvas.
-    Returns:
-        ``[K, orig_h, orig_w]`` float32 logits.
-    """
-    x = logits[None].float()
-    if tuple(valid_size) == tuple(canvas_size):
-        return F.interpolate(x, size=tuple(orig_size), mode="bilinear", align_corners=False)[0]
-    (ch, cw), (vh, vw), (oh, ow) = canvas_size, valid_size, orig_size
-    h, w = logits.shape[-2:]
-    # Content spans vh*h/ch low-res rows; sample it at the original resolution. The relative
-    # 1e-9 keeps floor(h * scale) >= oh despite rounding (a 1e-6 px shift at most).
-    sy = oh / (vh * h / ch) * (1 + 1e-9)
-    sx = ow / (vw * w / cw) * (1 + 1e-9)
-    out = F.interpolate(x, scale_factor=(sy, sx), mode="bilinear", align_corners=False,
-                        recompute_scale_factor=False)[0]
-    return out[:, :oh, :ow]
-
-
 def iteration_sources(out: Mapping[str, Any]) -> tuple[dict[int, Tensor], int | None]:
     """``({t: pred_masks_iter{t}}, final_t)``: the iterates other than the final masks, and the
     ``t`` whose tensor *is* ``pred_masks`` (the region head returns the final iterate itself)."""
@@ -194,6 +170,9 @@ class PostProcessor:
         self.delta = stability_delta
         self.chunk_pixels = int(chunk_pixels)
         self.boundary_ratio = boundary_ratio
+        # Resize buffers reused across chunks and images (exact, see ``ResizeWorkspace``).
+        self._resize = ResizeWorkspace()
+        self._scratch = np.empty(0, dtype=np.bool_)  # the thresholded chunk, reused likewise
 
     @torch.no_grad()
     def select(
@@ -259,8 +238,8 @@ class PostProcessor:
     def _encode(self, logits: Tensor, cand: ImageCandidates) -> IterationMasks:
         """``[K, h, w]`` canvas logits -> RLEs + stability in the original frame.
 
-        One ``F.interpolate`` per chunk; on CUDA threshold/stability/RLE runs stay on the
-        device. On CPU the resized float32 chunk is read through numpy (its comparisons and
+        One resize per chunk (``masks_to_original`` into reused buffers); on CUDA
+        threshold/stability/RLE runs stay on the device. On CPU the resized float32 chunk is read through numpy (its comparisons and
         counts are ~5x faster than torch's single-threaded bool kernels here): one strided
         ``> 0`` pass writes the Fortran-ordered uint8 array pycocotools encodes without a copy,
         and per-mask ``count_nonzero`` of ``> delta`` / ``> -delta`` give the stability score.
@@ -270,10 +249,13 @@ class PostProcessor:
         d = None if self.boundary_ratio is None else boundary_width(oh, ow, self.boundary_ratio)
         rles, stab, bands = [], [], []
         for start in range(0, logits.shape[0], chunk):
-            full = masks_to_original(logits[start:start + chunk], cand.canvas_size,
-                                     cand.valid_size, (oh, ow))
+            full = self._resize.resize(logits[start:start + chunk], cand.canvas_size,
+                                       cand.valid_size, (oh, ow))
             if full.device.type == "cpu":
-                r, s, b = _encode_cpu(full.numpy(), self.delta, d)
+                k = full.shape[0]
+                if self._scratch.size < k * oh * ow:  # reused: a fresh one is page-faulted in
+                    self._scratch = np.empty(k * oh * ow, dtype=np.bool_)
+                r, s, b = _encode_cpu(full.numpy(), self.delta, d, self._scratch)
                 rles.extend(r)
                 stab.append(s)
                 bands.extend(b)
@@ -301,12 +283,16 @@ class PostProcessor:
 
 
 def _encode_cpu(
-    full: np.ndarray, delta: float, band_width: int | None = None
+    full: np.ndarray, delta: float, band_width: int | None = None,
+    scratch: np.ndarray | None = None,
 ) -> tuple[list[dict[str, Any]], np.ndarray, list[dict[str, Any]]]:
     """``[K, H, W]`` float32 logits -> (K RLEs of ``> 0``, ``[K]`` SAM stability scores, K RLEs
-    of the boundary bands at ``band_width``, or [] without one)."""
+    of the boundary bands at ``band_width``, or [] without one). ``scratch``: optional flat
+    bool buffer of ``>= K*H*W`` elements for the thresholded masks (overwritten)."""
     k, h, w = full.shape
-    fortran = np.empty((k, w, h), dtype=np.bool_)  # == [H, W, K] in Fortran order
+    if scratch is None:
+        scratch = np.empty(k * w * h, dtype=np.bool_)
+    fortran = scratch[: k * w * h].reshape(k, w, h)  # == [H, W, K] in Fortran order
     np.greater(full, 0, out=fortran.transpose(0, 2, 1))
     rles = mask_utils.encode(fortran.view(np.uint8).transpose(2, 1, 0)) if k else []
     bands = []
