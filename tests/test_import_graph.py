@@ -95,11 +95,11 @@ def test_module_imports_alone(module):
 #: `region_sam3.eval`, bottom-up: a module imports only from its own or a lower layer (issue 21:
 #: the post-processor imported the stability evaluator -> matching -> boundary -> COCO AP).
 EVAL_LAYERS: tuple[frozenset[str], ...] = (
-    frozenset({"types", "masks", "bands", "config", "candidates"}),  # data, mask operations
+    frozenset({"types", "masks", "bands", "config", "candidates", "resize"}),  # data, mask ops
     frozenset({"postprocess", "ground_truth"}),              # model outputs / batches -> data
     frozenset({"base", "results_file"}),                     # evaluator protocol, writers
     frozenset({"coco_ap", "boundary", "matching", "cgf1", "stability", "distill_metrics",
-               "object_probe", "presence"}),                             # evaluators
+               "object_probe", "presence", "query_ranking"}),            # evaluators
     frozenset({"pool"}),                                     # streaming merge
 )
 
