@@ -66,12 +66,15 @@ def test_task_config_sets_torch_threads(config_name, tmp_path, monkeypatch):
     previous = torch.get_num_threads()
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     try:
-        extra = ["ckpt_path=x.ckpt"] if config_name == "eval" else []
+        # train: the config's own default, not the main job's pinned 1 thread (numerics.py)
+        extra = ["ckpt_path=x.ckpt"] if config_name == "eval" else ["~experiment"]
         cfg = compose_task(config_name, tmp_path, tmp_path, [*extra, "num_threads=1"])
         assert set_torch_threads(cfg) == torch.get_num_threads() == 1
         cfg = compose_task(config_name, tmp_path, tmp_path, extra)
         assert cfg.num_threads == "auto"
         # helpers compose with data.num_workers=0 and one device
         assert set_torch_threads(cfg) == available_cpus()
+        if config_name == "train":
+            assert compose_task("train", tmp_path, tmp_path).num_threads == 1  # experiment=main
     finally:
         torch.set_num_threads(previous)
