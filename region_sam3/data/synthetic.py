@@ -22,9 +22,7 @@ import hashlib
 import json
 import math
 import os
-import shutil
 import time
-import uuid
 import zlib
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -34,6 +32,7 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from region_sam3.data.split_cache import ensure_split
 from region_sam3.data.synthetic_draw import (
     COLOURS,
     SHAPES,
@@ -296,26 +295,8 @@ def ensure_synthetic_dataset(
     cfg = SyntheticConfig.from_any(cfg)
     if split not in cfg.splits:
         raise ValueError(f"synthetic dataset: unknown split {split!r}; known: {sorted(cfg.splits)}")
-    base = Path(root) / cfg.config_hash(split)
-    final = base / split
-    if not (final / "instances.json").is_file():
-        base.mkdir(parents=True, exist_ok=True)
-        tmp = base / f".tmp-{split}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        try:
-            write_split(cfg, split, tmp)
-            try:
-                os.rename(tmp, final)
-            except OSError:
-                if not (final / "instances.json").is_file():
-                    raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        config_file = base / "config.json"
-        if not config_file.exists():
-            tmp_config = base / f".config-{uuid.uuid4().hex[:8]}.json"
-            tmp_config.write_text(json.dumps(cfg.split_config(split), indent=1, default=list))
-            os.replace(tmp_config, config_file)
-    return final / "images", final / "instances.json"
+    return ensure_split(Path(root) / cfg.config_hash(split), split,
+                        lambda tmp: write_split(cfg, split, tmp), cfg.split_config(split))
 
 
 def main(argv: list[str] | None = None) -> None:
