@@ -20,7 +20,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from presence_auc import _module_and_data, model_source_parser  # noqa: E402
+from presence_auc import model_and_split, model_source_parser  # noqa: E402
 
 from region_sam3.data.sam3_adapter import to_sam3_batch  # noqa: E402
 
@@ -30,10 +30,7 @@ SUBLAYERS = ("self_attn", "ca_text", "cross_attn", "norm1", "linear2", "norm3")
 @torch.no_grad()
 def main() -> None:
     args = model_source_parser(__doc__.splitlines()[0], split="val").parse_args()
-    torch.manual_seed(0)
-    module, datamodule = _module_and_data(args)
-    module.eval()
-    datamodule.setup("test")
+    module, datamodule = model_and_split(args)
     batch = next(iter(datamodule.test_dataloader()))
     num_queries = module.net.transformer.decoder.num_queries
     rows: dict[str, tuple[float, float]] = {}

@@ -30,6 +30,15 @@ from region_sam3.eval.presence import mann_whitney_auc  # noqa: E402
 from region_sam3.lit.evaluation import final_output  # noqa: E402
 
 
+def model_and_split(args):
+    """(module in eval mode, datamodule set up with `args.split` as its test split), seeded."""
+    torch.manual_seed(0)
+    module, datamodule = _module_and_data(args)
+    module.eval()
+    datamodule.setup("test")
+    return module, datamodule
+
+
 def _module_and_data(args):
     import hydra
     from hydra import compose, initialize_config_dir
@@ -71,10 +80,7 @@ def model_source_parser(description: str, split: str) -> argparse.ArgumentParser
 def main() -> None:
     parser = model_source_parser(__doc__.splitlines()[0], split="test")
     args = parser.parse_args()
-    torch.manual_seed(0)
-    module, datamodule = _module_and_data(args)
-    module.eval()
-    datamodule.setup("test")
+    module, datamodule = model_and_split(args)
     names = datamodule.category_names
     presence, best, present, hard = [], [], [], []
     for batch in datamodule.test_dataloader():

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from presence_auc import _module_and_data, model_source_parser  # noqa: E402
+from presence_auc import model_and_split, model_source_parser  # noqa: E402
 
 from region_sam3.data.sam3_adapter import to_sam3_batch  # noqa: E402
 from region_sam3.eval.query_ranking import QueryRanking  # noqa: E402
@@ -38,10 +38,7 @@ from region_sam3.lit.evaluation import final_output  # noqa: E402
 @torch.no_grad()
 def main() -> None:
     args = model_source_parser(__doc__.splitlines()[0], split="val").parse_args()
-    torch.manual_seed(0)
-    module, datamodule = _module_and_data(args)
-    module.eval()
-    datamodule.setup("test")
+    module, datamodule = model_and_split(args)
     stats = QueryRanking()
     for batch in datamodule.test_dataloader():
         out = final_output(module.net(to_sam3_batch(batch, module.device)))
