@@ -68,3 +68,46 @@ def changes_markdown(rows: Sequence[InstanceChange], k: int = 5) -> str:
         return "\n".join(lines)
     return ("**Helped most**\n\n" + table(ordered[::-1][:k]) + "\n\n**Hurt most**\n\n"
             + table(ordered[:k]) + "\n")
+
+
+@dataclass
+class ChangeSummary:
+    """Per-instance IoU changes M^0 -> M^T in counts: `helped` / `hurt` moved by more than
+    `eps` up / down; `mean_delta` is NaN without instances."""
+
+    n: int
+    helped: int
+    hurt: int
+    unchanged: int
+    mean_delta: float
+    eps: float
+
+
+def summarize_changes(rows: Sequence[InstanceChange], eps: float = 0.05) -> ChangeSummary:
+    deltas = [r.delta for r in rows]
+    helped = sum(d > eps for d in deltas)
+    hurt = sum(d < -eps for d in deltas)
+    mean_delta = sum(deltas) / len(deltas) if deltas else float("nan")
+    return ChangeSummary(len(deltas), helped, hurt, len(deltas) - helped - hurt, mean_delta, eps)
+
+
+def extreme_samples(rows: Sequence[InstanceChange], samples: Sequence[Sample], k: int = 3,
+                    ) -> tuple[list[tuple[Sample, InstanceChange]], list[tuple[Sample, InstanceChange]]]:
+    """The samples holding the `k` most helped and the `k` most hurt instances (one instance per
+    image: its largest change of that sign), for `overlay_grid`. Only strict changes count."""
+    by_id = {(s.image_id, s.prompt): s for s in samples}
+
+    def pick(ordered: Sequence[InstanceChange], sign: float):
+        out, seen = [], set()
+        for r in ordered:
+            key = (r.image_id, r.prompt)
+            if sign * r.delta <= 0 or key in seen or key not in by_id:
+                continue
+            seen.add(key)
+            out.append((by_id[key], r))
+            if len(out) == k:
+                break
+        return out
+
+    ordered = sorted(rows, key=lambda r: r.delta)
+    return pick(ordered[::-1], 1.0), pick(ordered, -1.0)

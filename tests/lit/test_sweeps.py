@@ -99,3 +99,27 @@ def test_two_trial_optuna_sweep_returns_the_metric(tmp_path, synthetic_data_dir)
         trial_values.append(metrics["val/mask/AP50"])
     assert all(math.isfinite(v) for v in trial_values)
     assert results["best_value"] == pytest.approx(max(trial_values))
+
+
+def test_ablation_lr_search_is_a_grid_over_the_one_lr_on_val_only(tmp_path):
+    """Issue 22: every method's lr is tuned on val with a seed the report does not use, and the
+    swept key is the only lr of experiment=ablation (no group overrides it)."""
+    cfg = _compose_with_hydra(["hparams_search=ablation_lr", "model/baseline=lora",
+                               "model.region_head.num_iters=0", f"paths.output_dir={tmp_path}"])
+    assert cfg.hydra.sweeper.sampler._target_ == "optuna.samplers.GridSampler"
+    assert list(cfg.hydra.sweeper.params) == ["model.optimizer.lr"]
+    assert cfg.seed == 0 and cfg.test is False and cfg.optimized_metric.startswith("val/")
+    assert cfg.task_name == "ablation" and list(cfg.model.optimizer.groups) == []
+    from torch import nn
+
+    from region_sam3.lit.optim import build_param_groups
+
+    class Adapter(nn.Module):  # a LoRA-named parameter: no group may capture it
+        def __init__(self):
+            super().__init__()
+            self.lora_A = nn.Linear(2, 2)
+
+    groups = build_param_groups(Adapter(), lr=cfg.model.optimizer.lr,
+                                weight_decay=cfg.model.optimizer.weight_decay,
+                                groups=cfg.model.optimizer.groups)
+    assert {g["lr"] for g in groups} == {cfg.model.optimizer.lr}

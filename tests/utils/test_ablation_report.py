@@ -94,7 +94,7 @@ def test_paired_t_test_and_nan_cells(sweep: Path, tmp_path: Path):
     assert math.isnan(float(lora[f"{AP}_t"]))  # zero-variance differences: t undefined
     text = md_path.read_text()
     assert "(n=2/3)" in text and "n/a (n=0/3)" in text and "reference" in text
-    assert "+2.00 ± 1.00 (n=3, p=0.074)" in text
+    assert "+2.00 ± 1.00 (n=3, p=0.074, Holm " in text
     assert "190,848" in text
 
 
@@ -126,3 +126,53 @@ def test_notes_go_under_the_title(sweep: Path, tmp_path: Path):
     assert text.index("## Reading") < text.index("## Mean ± std over seeds")
     with pytest.raises(SystemExit):
         report.main([str(sweep), "--out", str(out), "--notes", str(tmp_path / "missing.md")])
+
+
+def test_holm_step_down_matches_hand_computation():
+    # sorted defined p: 0.01 (x3 = 0.03), 0.03 (x2 = 0.06), 0.04 (x1 = 0.04 -> monotone 0.06)
+    adj = report.holm([0.04, 0.01, math.nan, 0.03])
+    assert adj[0] == pytest.approx(0.06) and adj[1] == pytest.approx(0.03)
+    assert math.isnan(adj[2]) and adj[3] == pytest.approx(0.06)
+    assert report.holm([0.9, 0.8]) == [pytest.approx(1.0), pytest.approx(1.0)]  # capped at 1
+
+
+def _history(job: Path, values: list[float]) -> None:
+    rows = [{"step": i, "val/mask/AP": v} for i, v in enumerate(values)]
+    (job / "metrics_history.json").write_text(json.dumps(rows))
+
+
+def test_best_baseline_is_chosen_on_val_and_tuning_trials_are_tabulated(tmp_path: Path):
+    """hq_token is best on val (max over its validations) but worse on test than mask_head: the
+    head to head must use hq_token. Tuning trials are listed, never mixed into the settings."""
+    num = 0
+    spec = {  # setting -> (overrides, val history per seed, test AP per seed)
+        "ref": (["model.region_head.num_iters=0"], [[0.10]], [0.10]),
+        "t2": (["model.region_head.num_iters=2"], [[0.1, 0.2]] * 3, [0.13, 0.15, 0.14]),
+        "mh": (["model.region_head.num_iters=0", "model/baseline=mask_head"], [[0.1, 0.3]] * 3,
+               [0.20, 0.21, 0.22]),
+        "hq": (["model.region_head.num_iters=0", "model/baseline=hq_token"], [[0.5, 0.4]] * 3,
+               [0.11, 0.12, 0.12]),
+    }
+    for overrides, hist, test in spec.values():
+        for seed, (h, ap) in enumerate(zip(hist, test), start=1):
+            make_job(tmp_path, num, [*overrides, f"seed={seed}"], {AP: ap})
+            _history(tmp_path / "multirun" / str(num), h)
+            num += 1
+    for lr, v in [("0.001", 0.3), ("0.003", 0.35)]:
+        make_job(tmp_path, num, ["hparams_search=ablation_lr", "model.region_head.num_iters=2",
+                                 f"model.optimizer.lr={lr}", "seed=0"], {AP: 0.9})
+        _history(tmp_path / "multirun" / str(num), [v])
+        num += 1
+    md_path, csv_path = report.write_report(
+        tmp_path, tmp_path / "out" / "ablation", [AP], {"model.region_head.num_iters": "0"},
+        select_metric="val/mask/AP")
+    text = md_path.read_text()
+    assert "Best baseline on `val` (highest mean best `val/mask/AP`): `hq_token` (50.00)" in text
+    rows = list(csv.DictReader(csv_path.open()))
+    assert len(rows) == 4  # the two tuning trials are not settings
+    t2 = next(r for r in rows if r["model.region_head.num_iters"] == "2")
+    # T=2 - hq_token per seed: +0.02, +0.03, +0.02
+    assert float(t2[f"{AP}_vs_best_baseline_mean"]) == pytest.approx(0.07 / 3)
+    assert float(t2["selection_mean"]) == pytest.approx(0.2)
+    assert "| region head (T=2) | 30.00 | **35.00** |" in text
+    assert "Head to head" in text and "after Holm's correction" in text
