@@ -158,20 +158,33 @@ NOTEBOOKS = {
                  "display(Markdown(changes_markdown(changes, k=5)))"),
     ],
     "ablation": [
-        ("md", "# Ablation results: mean ± std per setting and split\n"
-               "Reads an aggregated results CSV: the checked-in `results/` one by default, or "
-               "point `RESULTS` at `scripts/aggregate_multirun.py`'s output for your multirun "
-               "directory."),
+        ("md", "# Ablation results: mean ± std per setting, paired differences\n"
+               "Reads `scripts/ablation_report.py`'s CSV: the checked-in `results/ablation.csv` "
+               "(issue 22: the closed loop on the shipped base, 3 seeds, five held-out splits) "
+               "by default; point `RESULTS` at your own report's CSV. The reading, protocol and "
+               "caveats are in `results/ablation.md`."),
         ("code", SETUP),
         ("code", "from region_sam3.predict import find_conf_dir\n"
-                 "RESULTS = find_conf_dir().parent / 'results' / 'ablation_tiny_cpu.csv'\n"
-                 "METRICS = ['mask/AP', 'mask/AP50']"),
-        ("code", "from region_sam3.workflow.ablation import load_results, plot_mean_std, varying_settings\n"
+                 "RESULTS = find_conf_dir().parent / 'results' / 'ablation.csv'\n"
+                 "METRICS = ['mask/AP', 'miou/mIoU_topk']\n"
+                 "PAIRED = ['test/test_crowded/miou/mIoU_topk', 'test/ood_touching/miou/mIoU_topk']"),
+        ("code", "from region_sam3.workflow.ablation import load_results, plot_mean_std, plot_paired, varying_settings\n"
                  "rows = load_results(RESULTS)\n"
                  "print(len(rows), 'settings; varied:', varying_settings(rows))"),
-        ("code", "fig, axes = plt.subplots(1, len(METRICS), figsize=(6 * len(METRICS), 3.5))\n"
+        ("md", "## Mean ± std over seeds, per held-out split"),
+        ("code", "fig, axes = plt.subplots(len(METRICS), 1, figsize=(14, 3.8 * len(METRICS)))\n"
                  "for ax, metric in zip(axes, METRICS):\n"
                  "    plot_mean_std(rows, metric, ax=ax)\n"
+                 "fig.tight_layout()"),
+        ("md", "## Paired differences (same seed): to T=0 and to the best baseline\n"
+               "`*`: Holm-adjusted p < 0.05 over the report's table (CSVs of older reports have "
+               "no Holm column, so nothing is starred)."),
+        ("code", "against = ['reference'] + (['best_baseline'] if f'{PAIRED[0]}_vs_best_baseline_mean' in rows[0] else [])\n"
+                 "fig, axes = plt.subplots(len(PAIRED), len(against), figsize=(7 * len(against), 5 * len(PAIRED)), squeeze=False)\n"
+                 "for i, metric in enumerate(PAIRED):\n"
+                 "    for j, ref in enumerate(against):\n"
+                 "        if f'{metric}_diff_mean' in rows[0]:\n"
+                 "            plot_paired(rows, metric, against=ref, ax=axes[i][j])\n"
                  "fig.tight_layout()"),
     ],
     "region_retrieval": [

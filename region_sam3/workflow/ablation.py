@@ -19,11 +19,19 @@ def load_results(path: str | Path) -> list[dict[str, str]]:
 
 
 def varying_settings(rows: Sequence[dict[str, str]]) -> list[str]:
-    """Override columns whose value differs between rows (what the sweep varied)."""
+    """Override columns whose value differs between rows (what the sweep varied). Both CSV
+    writers put the override columns first and `n` right after them."""
     if not rows:
         return []
-    stats = {c for c in rows[0] if c.endswith(("_mean", "_std")) or c == "n"}
-    return [c for c in rows[0] if c not in stats and len({r[c] for r in rows}) > 1]
+    columns = list(rows[0])
+    overrides = columns[:columns.index("n")] if "n" in columns else columns
+    return [c for c in overrides if len({r[c] for r in rows}) > 1]
+
+
+def setting_label(row: dict[str, str], settings: Sequence[str]) -> str:
+    """`num_iters=2, baseline=lora`: the varied overrides of one row (last key segment)."""
+    return ", ".join(f"{c.replace('/', '.').split('.')[-1]}={row[c]}" for c in settings
+                     if row[c]) or "all"
 
 
 def splits_of(rows: Sequence[dict[str, str]], metric: str, stage: str = "test") -> list[str]:
@@ -60,9 +68,40 @@ def plot_mean_std(rows: Sequence[dict[str, str]], metric: str = "mask/AP50", sta
         xs = [i + (j - (len(splits) - 1) / 2) * width for i in range(len(rows))]
         ax.bar(xs, means, width, yerr=[0 if math.isnan(s) else s for s in stds], capsize=3,
                label=split)
-    labels = [", ".join(f"{c.split('.')[-1]}={r[c]}" for c in settings) or "all" for r in rows]
+    labels = [setting_label(r, settings) for r in rows]
     ax.set_xticks(range(len(rows)), labels, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel(f"{metric} (mean ± std over seeds)")
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
+    return ax
+
+
+def plot_paired(rows: Sequence[dict[str, str]], metric: str, against: str = "reference",
+                scale: float = 100.0, alpha: float = 0.05, ax=None):
+    """Horizontal bars of the paired per-seed difference of `metric` (a full key, e.g.
+    `test/ood_touching/miou/mIoU_topk`) from scripts/ablation_report.py's CSV: to the T=0
+    reference (`against="reference"`) or to the best baseline (`"best_baseline"`), ± the std
+    of the differences; `*` marks Holm-adjusted p < `alpha`. Rows without a test are left out."""
+    import matplotlib.pyplot as plt
+
+    mean_col, std_col, p_col = (
+        (f"{metric}_diff_mean", f"{metric}_diff_std", f"{metric}_p_holm") if against == "reference"
+        else (f"{metric}_vs_best_baseline_mean", None, f"{metric}_vs_best_baseline_p_holm"))
+    if not rows or mean_col not in rows[0]:
+        raise KeyError(f"no column {mean_col!r}: is this scripts/ablation_report.py's CSV?")
+    settings = varying_settings(rows)
+    kept = [r for r in rows if math.isfinite(_num(r.get(mean_col, "")))]
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 0.35 * len(kept) + 1))
+    means = [_num(r[mean_col]) * scale for r in kept]
+    stds = [0.0 if std_col is None or math.isnan(_num(r.get(std_col, ""))) else
+            _num(r[std_col]) * scale for r in kept]
+    ax.barh(range(len(kept)), means, xerr=stds, capsize=3, color="tab:blue")
+    for i, r in enumerate(kept):
+        if _num(r.get(p_col, "nan")) < alpha:
+            ax.text(means[i], i, " *", va="center", fontsize=12)
+    ax.set_yticks(range(len(kept)), [setting_label(r, settings) for r in kept], fontsize=8)
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_xlabel(f"{metric} − {against.replace('_', ' ')} (×{scale:g}, paired by seed)")
+    ax.grid(axis="x", alpha=0.3)
     return ax
