@@ -104,10 +104,11 @@ def examples(job: Job, splits: list[str], out: Path, images: int, eps: float, k:
     from omegaconf import OmegaConf
 
     from region_sam3.predict import Sam3Predictor
-    from region_sam3.reporting.overlays import overlay_grid, split_samples, stack_vertically
+    from region_sam3.reporting.overlays import split_samples, stack_vertically
     from region_sam3.workflow.refinement import (
         changes_markdown,
         extreme_samples,
+        instance_panel,
         refinement_changes,
         summarize_changes,
     )
@@ -131,17 +132,13 @@ def examples(job: Job, splits: list[str], out: Path, images: int, eps: float, k:
                   + ("n/a" if math.isnan(s.mean_delta) else f"{s.mean_delta:+.4f}") + " |")
         detail += [f"### {split}", "", changes_markdown(rows, k)]
         helped, hurt = extreme_samples(rows, samples, k)
-        grids = []
-        for name, chosen in (("helped", helped), ("hurt", hurt)):
-            if chosen:
-                title = f"{split}: refinement {name} most (" + ", ".join(
-                    f"img {r.image_id} inst {r.instance} {r.iou_first:.2f}->{r.iou_last:.2f}"
-                    for _, r in chosen) + ")"
-                grids.append(overlay_grid(predictor, [smp for smp, _ in chosen],
-                                          score_threshold=score_threshold, title=title))
-        if grids:
-            stack_vertically(grids).save(out / f"examples_{split}.png")
-            detail += [f"![{split}](examples_{split}.png)", ""]
+        panels = [instance_panel(predictor, smp, r, score_threshold) for smp, r in helped + hurt]
+        if panels:
+            stack_vertically(panels).save(out / f"examples_{split}.png")
+            detail += [f"Rows: the {len(helped)} most helped, then the {len(hurt)} most hurt "
+                       "instances (one per image): ground truth in green (outline white in every "
+                       "cell), the best-overlapping kept detection at t=0 and t=T in red.", "",
+                       f"![{split}](examples_{split}.png)", ""]
     return "\n".join(md) + "\n\n" + "\n".join(detail)
 
 

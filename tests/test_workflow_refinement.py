@@ -48,3 +48,25 @@ def test_best_iou_of_each_ground_truth():
     masks[0, :2, :] = True                     # 8 px, covers gt 0 entirely
     assert best_iou(gt, masks).tolist() == [0.5, 0.0]
     assert best_iou(gt, masks[:0]).tolist() == [0.0, 0.0]
+
+
+def test_changes_markdown_lists_only_strict_changes():
+    from region_sam3.workflow.refinement import changes_markdown
+
+    rows = [InstanceChange(1, "red circle", 0, 0.5, 0.5), InstanceChange(2, "red circle", 0, 0.2, 0.6)]
+    text = changes_markdown(rows, k=5)
+    helped, hurt = text.split("**Hurt most**")
+    assert "+0.400" in helped and "| 1 |" not in helped  # the unchanged instance is not "helped"
+    assert "none (no IoU went down)" in hurt
+
+
+def test_outline_is_the_border_band_of_the_mask():
+    import numpy as np
+
+    from region_sam3.workflow.refinement import _outline
+
+    mask = np.zeros((8, 8), bool)
+    mask[1:7, 1:7] = True                      # 6x6 square
+    edge = _outline(mask, width=1)
+    assert edge.sum() == 6 * 6 - 4 * 4 and not edge[3, 3] and edge[1, 3]
+    assert not (edge & ~mask).any()

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+from PIL import Image, ImageDraw, ImageFont
 
 from region_sam3.predict import Sam3Predictor
 from region_sam3.reporting.overlays import Sample
@@ -59,15 +61,19 @@ def refinement_changes(predictor: Sam3Predictor, samples: Sequence[Sample],
 
 
 def changes_markdown(rows: Sequence[InstanceChange], k: int = 5) -> str:
-    """Markdown: the `k` instances refinement helped most and the `k` it hurt most."""
+    """Markdown: the `k` instances refinement helped most and the `k` it hurt most (strict
+    changes only: an unchanged instance is in neither table)."""
     ordered = sorted(rows, key=lambda r: r.delta)
     def table(items):
         lines = ["| image | prompt | instance | IoU t=0 | IoU t=T | change |", "|---|---|---|---|---|---|"]
         lines += [f"| {r.image_id} | {r.prompt} | {r.instance} | {r.iou_first:.3f} | "
                   f"{r.iou_last:.3f} | {r.delta:+.3f} |" for r in items]
         return "\n".join(lines)
-    return ("**Helped most**\n\n" + table(ordered[::-1][:k]) + "\n\n**Hurt most**\n\n"
-            + table(ordered[:k]) + "\n")
+    helped = [r for r in ordered[::-1] if r.delta > 0][:k]
+    hurt = [r for r in ordered if r.delta < 0][:k]
+    return ("**Helped most**\n\n" + (table(helped) if helped else "none (no IoU went up)")
+            + "\n\n**Hurt most**\n\n" + (table(hurt) if hurt else "none (no IoU went down)")
+            + "\n")
 
 
 @dataclass
@@ -111,3 +117,60 @@ def extreme_samples(rows: Sequence[InstanceChange], samples: Sequence[Sample], k
 
     ordered = sorted(rows, key=lambda r: r.delta)
     return pick(ordered[::-1], 1.0), pick(ordered, -1.0)
+
+
+def _tint(rgb: np.ndarray, mask: np.ndarray, color: tuple[int, int, int],
+          outline: np.ndarray | None = None) -> np.ndarray:
+    """`[H,W,3]` uint8 with `mask` blended towards `color` and the `outline` pixels white."""
+    out = rgb.astype(np.float32).copy()
+    out[mask] = 0.45 * out[mask] + 0.55 * np.asarray(color, np.float32)
+    if outline is not None:
+        out[outline] = 255.0
+    return out.astype(np.uint8)
+
+
+def _outline(mask: np.ndarray, width: int = 2) -> np.ndarray:
+    """Pixels of `mask` within `width` px of its border (4-neighbour erosion)."""
+    inner = mask.copy()
+    for _ in range(width):
+        shrunk = inner.copy()
+        shrunk[1:] &= inner[:-1]
+        shrunk[:-1] &= inner[1:]
+        shrunk[:, 1:] &= inner[:, :-1]
+        shrunk[:, :-1] &= inner[:, 1:]
+        inner = shrunk
+    return mask & ~inner
+
+
+def instance_panel(predictor: Sam3Predictor, sample: Sample, change: InstanceChange,
+                   score_threshold: float = 0.3, side: int = 160) -> Image.Image:
+    """One row for one ground-truth instance: the image with that instance (green), the
+    kept detection that overlaps it best at t=0 and at t=T (red), each titled with its IoU;
+    the instance's outline is white in every cell.
+    Unlike `overlay_grid`, which draws every kept detection, this stays readable when many
+    detections pass the threshold."""
+    if sample.gt_masks is None:
+        raise ValueError("samples need gt_masks: split_samples(..., with_masks=True)")
+    pred = predictor.predict(sample.image, sample.prompt, score_threshold, return_iterations=True)
+    gt = sample.gt_masks[change.instance]
+    rgb = sample.image.permute(1, 2, 0).numpy()
+    edge = _outline(gt.numpy())
+    cells = [(_tint(rgb, gt.numpy(), (0, 200, 0), edge), f'GT "{sample.prompt}" #{change.instance}')]
+    for t in (min(pred.iter_mask_logits), max(pred.iter_mask_logits)):
+        masks = pred.iteration_probs(t) > 0.5
+        if masks.shape[0]:
+            g, m = gt.flatten().float(), masks.flatten(1).float()
+            inter = m @ g
+            iou = inter / (g.sum() + m.sum(1) - inter).clamp(min=1)
+            best = int(iou.argmax())
+            cells.append((_tint(rgb, masks[best].numpy(), (220, 30, 30), edge),
+                          f"M^{t}: IoU {float(iou[best]):.2f}"))
+        else:
+            cells.append((rgb, f"M^{t}: no detection"))
+    font = ImageFont.load_default()
+    row = Image.new("RGB", (side * len(cells), side + 14), "white")
+    draw = ImageDraw.Draw(row)
+    for j, (arr, text) in enumerate(cells):
+        row.paste(Image.fromarray(arr).resize((side, side)), (j * side, 14))
+        draw.text((j * side + 3, 1), text, fill=(0, 0, 0), font=font)
+    return row
