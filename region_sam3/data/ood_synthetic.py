@@ -44,7 +44,7 @@ from region_sam3.data.ood_draw import (
     soften,
 )
 from region_sam3.data.split_cache import ensure_split
-from region_sam3.data.synthetic import SyntheticConfig, SyntheticScene, _annotation
+from region_sam3.data.synthetic import SyntheticConfig, SyntheticScene, mask_annotation
 from region_sam3.data.synthetic_draw import COLOURS
 
 # Bump when the OOD rendering code changes so cached datasets are regenerated.
@@ -259,7 +259,7 @@ def write_ood_split(cfg: OODConfig, split: str, out_dir: Path) -> None:
         images.append({"id": image_id, "file_name": file_name,
                        "height": cfg.image_size, "width": cfg.image_size})
         for mask, category_id in zip(scene.masks, scene.category_ids):
-            annotations.append(_annotation(mask, len(annotations) + 1, image_id, category_id))
+            annotations.append(mask_annotation(mask, len(annotations) + 1, image_id, category_id))
     dataset = {
         "info": {"description": f"region_sam3 out-of-distribution shapes, split {split}",
                  "config": cfg.split_config(split)},

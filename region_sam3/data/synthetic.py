@@ -231,7 +231,9 @@ def render_scene(cfg: SyntheticConfig, split: str, index: int) -> SyntheticScene
     )
 
 
-def _annotation(mask: np.ndarray, annotation_id: int, image_id: int, category_id: int) -> dict:
+def mask_annotation(mask: np.ndarray, annotation_id: int, image_id: int, category_id: int) -> dict:
+    """COCO annotation of one `[H,W]` bool instance mask: compressed RLE, area, pixel-extent
+    xywh box; shared by every generator of this project (synthetic, ood_synthetic)."""
     rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
     rows, cols = np.nonzero(mask.any(1))[0], np.nonzero(mask.any(0))[0]
     return {
@@ -270,7 +272,7 @@ def write_split(cfg: SyntheticConfig, split: str, out_dir: Path) -> None:
             }
         )
         for mask, category_id in zip(scene.masks, scene.category_ids):
-            annotations.append(_annotation(mask, len(annotations) + 1, image_id, category_id))
+            annotations.append(mask_annotation(mask, len(annotations) + 1, image_id, category_id))
     dataset = {
         "info": {
             "description": f"region_sam3 synthetic shapes, split {split}",
