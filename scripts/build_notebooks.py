@@ -156,6 +156,17 @@ NOTEBOOKS = {
                  "samples = [s for split in SPLITS for s in split_samples(*dm.split_paths(split), NUM_IMAGES, with_masks=True)]\n"
                  "changes = refinement_changes(predictor, samples)\n"
                  "display(Markdown(changes_markdown(changes, k=5)))"),
+        ("md", "The same instances drawn one per row: ground truth (green, white outline), then "
+               "the kept detection that overlaps it best at t=0 and at t=T (red). "
+               "`scripts/refinement_analysis.py` writes these for every held-out split of an "
+               "ablation (`results/refinement/`)."),
+        ("code", "from region_sam3.reporting.overlays import stack_vertically\n"
+                 "from region_sam3.workflow.refinement import extreme_samples, instance_panel, summarize_changes\n"
+                 "print(summarize_changes(changes))\n"
+                 "helped, hurt = extreme_samples(changes, samples, k=3)\n"
+                 "panels = [instance_panel(predictor, s, r) for s, r in helped + hurt]\n"
+                 "if panels:\n"
+                 "    plt.figure(figsize=(6, 2.2 * len(panels))); plt.imshow(stack_vertically(panels)); plt.axis('off')"),
     ],
     "ablation": [
         ("md", "# Ablation results: mean ± std per setting, paired differences\n"
