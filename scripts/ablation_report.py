@@ -255,28 +255,40 @@ def _head_to_head(settings, rows, metrics, varying, short, seed_key, scale, digi
 
 
 def tuning_table(trials: Sequence[Job], select_metric: str, scale: float, digits: int) -> str:
-    """Method x learning rate -> best validation value of each tuning trial, winner in bold."""
-    methods: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    """Method x learning rate -> the value the sweeper optimised (the trial's final
+    `select_metric`, what `train.py` returns) and, in brackets, its best over the validations;
+    bold: the lr the sweeper picked (`optimization_results.yaml` beside the trials; without it,
+    the highest final value)."""
+    import yaml
+
+    methods: dict[str, dict[float, tuple[float, float]]] = defaultdict(dict)
+    picked: dict[str, float] = {}
     for job in trials:
         o = job.overrides
         name = o.get(BASELINE_KEY, "") if o.get(BASELINE_KEY, "") not in NO_BASELINE else (
             f"region head (T={o.get('model.region_head.num_iters', '?')})")
-        value = best_validation(job.path, select_metric, job.metrics)
-        methods[name].append((float(o.get(LR_KEY, "nan")), value))
-    lrs = sorted({lr for v in methods.values() for lr, _ in v})
+        lr = float(o.get(LR_KEY, "nan"))
+        methods[name][lr] = (job.metrics.get(select_metric, math.nan),
+                             best_validation(job.path, select_metric, job.metrics))
+        results = job.path.parent / "optimization_results.yaml"
+        if results.is_file():
+            picked[name] = float(yaml.safe_load(results.read_text())["best_params"][LR_KEY])
+    lrs = sorted({lr for v in methods.values() for lr in v})
     md = ["## Learning-rate tuning (on `val`, tuning seed)", "",
-          f"Best `{select_metric}` ×{scale:g} over each trial's validations; bold: the lr used "
-          "for the method's seeds below.", "",
+          f"`{select_metric}` ×{scale:g} at the trial's last validation (what the sweeper "
+          "maximised) and, in brackets, the best of its validations; bold: the lr the sweeper "
+          "picked, used for the method's seeds below.", "",
           "| method | " + " | ".join(f"lr {lr:g}" for lr in lrs) + " |",
           "|---|" + "---|" * len(lrs)]
     for name, vals in sorted(methods.items()):
-        finite = [(lr, v) for lr, v in vals if math.isfinite(v)]
-        best_lr = max(finite, key=lambda x: x[1])[0] if finite else math.nan
-        got = dict(vals)
+        finite = {lr: v for lr, (v, _) in vals.items() if math.isfinite(v)}
+        best_lr = picked.get(name, max(finite, key=finite.get) if finite else math.nan)
         cells = []
         for lr in lrs:
-            v = got.get(lr, math.nan)
-            text = "n/a" if math.isnan(v) else f"{v * scale:.{digits}f}"
+            last, best = vals.get(lr, (math.nan, math.nan))
+            text = "n/a" if math.isnan(last) else f"{last * scale:.{digits}f}"
+            if not math.isnan(best):
+                text += f" ({best * scale:.{digits}f})"
             cells.append(f"**{text}**" if lr == best_lr else text)
         md.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(md) + "\n"
