@@ -16,8 +16,8 @@ from region_sam3.tasks import train_task  # noqa: E402
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    metrics, _ = train_task(cfg)
-    return optimized_metric(metrics, cfg.get("optimized_metric"))
+    metrics, objects = train_task(cfg)
+    return optimized_metric(metrics, cfg.get("optimized_metric"), objects.get("trainer"))
 
 
 if __name__ == "__main__":

@@ -70,10 +70,22 @@ def report_iteration_gain(metrics: dict[str, float], model: Any,
             print(f"\nClosed loop, before (M^0 = SAM3) / after (M^T):\n{table}\n", flush=True)
 
 
-def optimized_metric(metrics: dict[str, float], name: str | None) -> float | None:
-    """The value a sweeper optimises; a clear error if the config names a metric never logged."""
+def optimized_metric(metrics: dict[str, float], name: str | None,
+                     trainer: Any = None) -> float | None:
+    """The value a sweeper optimises: that of the checkpoint the run keeps and tests.
+
+    When the trainer's checkpoint callback monitors `name`, its best score (the selected
+    checkpoint's); otherwise `metrics[name]`, the last logged value. A sweep that maximised the
+    last validation would rank trials by a checkpoint it then does not use. None (a failed
+    trial) when the metric was never logged or is NaN; a clear error names the metric.
+    """
     if not name:
         return None
+    callback = getattr(trainer, "checkpoint_callback", None)
+    best = getattr(callback, "best_model_score", None)
+    if best is not None and getattr(callback, "monitor", None) == name:
+        value = float(best)
+        return None if math.isnan(value) else value
     if name not in metrics:
         # Raising here would discard a finished run in a sweep; the run's artefacts are saved.
         log.error("optimized_metric=%r was not logged (no validation ran?); available: %s",
