@@ -99,7 +99,8 @@ class HQOutputToken(nn.Module):
 
         Args:
             early_vit: [B_img,Cv,h,w] early ViT feature (channels-first).
-            image_embed: [B_img,C,h,w] neck feature at the ViT grid (``backbone_fpn[-1]``).
+            image_embed: [B_img,C,h',w'] neck feature (``backbone_fpn[-1]``; the ViT grid at
+                official size, coarser with a patch-7 stem).
             instance_embeds: [B,C,H,W] pixel-decoder instance embeddings (H = 4h).
             queries: [B,Q,C] decoder last-layer queries.
             image_ids: [B] image index of each find-query.
@@ -108,12 +109,15 @@ class HQOutputToken(nn.Module):
             [B,Q,H,W] logits to add to the base masks.
         """
         dtype = instance_embeds.dtype
-        glob = self.embedding_encoder(image_embed.to(dtype)) + self.compress_vit_feat(
-            early_vit.to(dtype)
-        )  # [B_img,h,4h,4w], once per image
         size = instance_embeds.shape[-2:]
-        if glob.shape[-2:] != size:
-            glob = F.interpolate(glob, size=size, mode="bilinear", align_corners=False)
+        # Each part is resized on its own: the neck level and the ViT grid need not match (the
+        # official model has both at 72^2; a patch-7 stem's ViT grid is twice its last neck
+        # level, so the 4x-upsampled parts are 128^2 vs 64^2).
+        parts = [self.embedding_encoder(image_embed.to(dtype)),
+                 self.compress_vit_feat(early_vit.to(dtype))]  # [B_img,h,4h,4w] each, per image
+        glob = sum(p if p.shape[-2:] == size else
+                   F.interpolate(p, size=size, mode="bilinear", align_corners=False)
+                   for p in parts)
         if glob.shape[0] > 1:
             glob = glob[image_ids.to(glob.device)]  # per find-query (SAM3 broadcasts B_img=1)
         fused = self.embedding_maskfeature(instance_embeds) + glob  # [B,h,H,W]
