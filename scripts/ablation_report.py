@@ -275,9 +275,10 @@ def tuning_table(trials: Sequence[Job], select_metric: str, scale: float, digits
             picked[name] = float(yaml.safe_load(results.read_text())["best_params"][LR_KEY])
     lrs = sorted({lr for v in methods.values() for lr in v})
     md = ["## Learning-rate tuning (on `val`, tuning seed)", "",
-          f"`{select_metric}` ×{scale:g} at the trial's last validation (what the sweeper "
-          "maximised) and, in brackets, the best of its validations; bold: the lr the sweeper "
-          "picked, used for the method's seeds below.", "",
+          f"`{select_metric}` ×{scale:g} at the trial's last validation and, in brackets, the "
+          "best of its validations (the tested checkpoint's: what `train.py` hands the sweeper "
+          "since 2026-12-04; trials run before maximised the last value); bold: the lr the "
+          "sweeper picked, used for the method's seeds below.", "",
           "| method | " + " | ".join(f"lr {lr:g}" for lr in lrs) + " |",
           "|---|" + "---|" * len(lrs)]
     for name, vals in sorted(methods.items()):
