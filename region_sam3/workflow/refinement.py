@@ -28,16 +28,21 @@ class InstanceChange:
         return self.iou_last - self.iou_first
 
 
+def iou_matrix(gt: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """`[G,H,W]` x `[N,H,W]` bool -> `[G,N]` pairwise IoU (an empty union counts as 0)."""
+    g = gt.flatten(1).float()
+    m = masks.flatten(1).float()
+    inter = g @ m.T
+    union = g.sum(1, keepdim=True) + m.sum(1)[None] - inter
+    return inter / union.clamp(min=1)
+
+
 def best_iou(gt: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     """`[G,H,W]` x `[N,H,W]` bool -> `[G]` IoU of each GT with its best-overlapping mask
     (0 when there is no mask)."""
     if masks.shape[0] == 0:
         return torch.zeros(gt.shape[0])
-    g = gt.flatten(1).float()
-    m = masks.flatten(1).float()
-    inter = g @ m.T
-    union = g.sum(1, keepdim=True) + m.sum(1)[None] - inter
-    return (inter / union.clamp(min=1)).max(dim=1).values
+    return iou_matrix(gt, masks).max(dim=1).values
 
 
 def refinement_changes(predictor: Sam3Predictor, samples: Sequence[Sample],
@@ -159,9 +164,7 @@ def instance_panel(predictor: Sam3Predictor, sample: Sample, change: InstanceCha
     for t in (min(pred.iter_mask_logits), max(pred.iter_mask_logits)):
         masks = pred.iteration_probs(t) > 0.5
         if masks.shape[0]:
-            g, m = gt.flatten().float(), masks.flatten(1).float()
-            inter = m @ g
-            iou = inter / (g.sum() + m.sum(1) - inter).clamp(min=1)
+            iou = iou_matrix(gt[None], masks)[0]
             best = int(iou.argmax())
             cells.append((_tint(rgb, masks[best].numpy(), (220, 30, 30), edge),
                           f"M^{t}: IoU {float(iou[best]):.2f}"))
