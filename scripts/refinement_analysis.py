@@ -57,8 +57,9 @@ def curves(jobs: list[Job], splits: list[str], out: Path) -> str:
 
     fig, axes = plt.subplots(len(CURVES), len(splits), figsize=(3.0 * len(splits), 2.4 * len(CURVES)),
                              squeeze=False, sharex=True)
-    md = ["| split | metric | trained T | " + " | ".join(f"t={t}" for t in range(4)) + " |",
-          "|---|---|---|" + "---|" * 4]
+    width = 1 + max(int(j.overrides[T_KEY]) for j in jobs)  # columns t=0..max trained T
+    md = ["| split | metric | trained T | " + " | ".join(f"t={t}" for t in range(width)) + " |",
+          "|---|---|---|" + "---|" * width]
     for j, split in enumerate(splits):
         for i, (title, key) in enumerate(CURVES):
             ax = axes[i][j]
@@ -67,8 +68,11 @@ def curves(jobs: list[Job], splits: list[str], out: Path) -> str:
                 mu = [mean(per_t[t]) * 100 for t in ts]
                 sd = [stdev(per_t[t]) * 100 if len(per_t[t]) > 1 else 0.0 for t in ts]
                 ax.errorbar(ts, mu, yerr=sd, marker="o", capsize=3, label=f"T={big_t}")
-                cells = [f"{m:.2f} ± {s:.2f}" for m, s in zip(mu, sd)] + [""] * (4 - len(ts))
-                md.append(f"| {split} | {key} | {big_t} (n={len(per_t[0])}) | " + " | ".join(cells) + " |")
+                # an iterate with no finite value stays an empty cell in its own column
+                by_t = {t: f"{m:.2f} ± {s:.2f}" for t, m, s in zip(ts, mu, sd)}
+                cells = [by_t.get(t, "") for t in range(width)]
+                md.append(f"| {split} | {key} | {big_t} (n={len(per_t.get(0, []))}) | "
+                          + " | ".join(cells) + " |")
             if i == 0:
                 ax.set_title(split, fontsize=10)
             if j == 0:

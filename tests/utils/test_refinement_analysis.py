@@ -1,0 +1,50 @@
+"""scripts/refinement_analysis.py: the per-iteration table and curves from fabricated T-sweep jobs."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up in sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+analysis = _load("refinement_analysis")
+Job = sys.modules["aggregate_multirun"].Job
+
+
+def _job(tmp_path: Path, big_t: int, seed: int, value_of_t) -> Job:
+    metrics = {}
+    for t in range(big_t + 1):
+        for _, key in analysis.CURVES:
+            metrics[f"test/test/iter{t}/{key}"] = value_of_t(t)
+    metrics["test/test/iter0/mask/AP_S"] = -1.0  # COCO's "no data" sentinel: left out, not averaged
+    return Job(tmp_path / f"T{big_t}_{seed}", {analysis.T_KEY: str(big_t), "seed": str(seed)}, metrics)
+
+
+def test_table_has_a_column_per_iterate_of_the_largest_trained_t(tmp_path):
+    jobs = [_job(tmp_path, 1, s, lambda t, s=s: 0.1 * t + 0.01 * s) for s in (1, 2)]
+    jobs += [_job(tmp_path, 4, s, lambda t: 0.05 * t) for s in (1, 2)]
+    table = analysis.curves(jobs, ["test"], tmp_path / "out")
+
+    lines = table.splitlines()
+    assert lines[0].endswith("| t=0 | t=1 | t=2 | t=3 | t=4 |")
+    assert lines[1].count("---") == 3 + 5
+    row_t4 = next(line for line in lines if line.startswith("| test | mask/AP | 4 (n=2)"))
+    assert row_t4.split(" | ")[-1].rstrip(" |") == "20.00 ± 0.00"  # t=4: 0.05 * 4, ×100
+    row_t1 = next(line for line in lines if line.startswith("| test | mask/AP | 1 (n=2)"))
+    cells = [c.strip() for c in row_t1.strip("|").split("|")][3:]
+    assert cells[:2] == ["1.50 ± 0.71", "11.50 ± 0.71"] and cells[2:] == ["", "", ""]
+    # the -1 sentinel at t=0 drops out: n counts the seeds with data at t=0
+    row_s = next(line for line in lines if line.startswith("| test | mask/AP_S | 1 (n=0)"))
+    cells = [c.strip() for c in row_s.strip("|").split("|")][3:]
+    assert cells[:2] == ["", "11.50 ± 0.71"]  # t=1 stays in its own column
+    assert (tmp_path / "out" / "iteration_curves.png").stat().st_size > 0
