@@ -45,6 +45,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ablation_stats import NO_PAIRS, Paired, best_validation, holm, paired_test  # noqa: E402
 from aggregate_multirun import Job, find_jobs, write_md_csv  # noqa: E402
 
+from region_sam3.workflow.ablation import plot_paired_grid, setting_label  # noqa: E402
+
 DEFAULT_METRICS = (
     "test/test/mask/AP",
     "test/test/mask/AP_S",
@@ -98,6 +100,12 @@ def group_settings(jobs: Sequence[Job], seed_key: str, select_metric: str = "") 
     return settings
 
 
+def _label(setting: Setting, varying: Sequence[str]) -> str:
+    """`num_iters=2, pool_mode=roi_align`: the varied overrides, last key segment (the CSV
+    keeps the full override columns)."""
+    return setting_label({k: setting.overrides.get(k, "") for k in varying}, varying)
+
+
 def is_reference(setting: Setting, reference: dict[str, str]) -> bool:
     o = setting.overrides
     return not setting.baseline and all(o.get(k) == v for k, v in reference.items())
@@ -144,10 +152,9 @@ def _paired_table(
     for _, prs in rows_of:
         adj.append(adj_flat[i:i + len(prs)])
         i += len(prs)
-    md = ["| " + " | ".join([*varying, *short]) + " |",
-          "|" + "---|" * (len(varying) + len(short))]
+    md = ["| " + " | ".join(["setting", *short]) + " |", "|" + "---|" * (1 + len(short))]
     for (s, prs), a in zip(rows_of, adj):
-        cells = [s.overrides.get(k, "") for k in varying]
+        cells = [_label(s, varying)]
         cells += [_fmt_paired(pr, pa, scale, digits) for pr, pa in zip(prs, a)]
         md.append("| " + " | ".join(cells) + " |")
     md += ["", _significance_line(flat, adj_flat)]
@@ -172,7 +179,7 @@ def build_report(
     short = [m.removeprefix("test/") for m in metrics]
     sel_head = [f"best {select_metric}"] if select_metric else []
 
-    head = [*varying, "n", "trainable params", *sel_head, *short]
+    head = ["setting", "n", "trainable params", *sel_head, *short]
     md = ["## Mean ± std over seeds", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     rows: list[dict[str, Any]] = []
     vs_ref: list[tuple[Setting, list[Paired]]] = []
@@ -181,8 +188,8 @@ def build_report(
         row: dict[str, Any] = {k: s.overrides.get(k, "") for k in keys}
         row["n"] = len(s.jobs)
         row["trainable_params"] = int(mean(params)) if params else math.nan
-        cells = [s.overrides.get(k, "") for k in varying] + [
-            str(len(s.jobs)), f"{int(mean(params)):,}" if params else "n/a"]
+        cells = [_label(s, varying), str(len(s.jobs)),
+                 f"{int(mean(params)):,}" if params else "n/a"]
         if select_metric:
             cells.append(_fmt(list(s.selection.values()), len(s.jobs), scale, digits))
             row["selection_mean"] = mean(s.selection.values()) if s.selection else math.nan
@@ -207,7 +214,9 @@ def build_report(
               and all(k in s.overrides for s in settings)]
     if shared:
         md += ["", "Shared overrides: " + " ".join(shared)]
-    md += ["", f"Values ×{scale:g}; `(n=k/N)`: only k of the N jobs have a value (others NaN).",
+    md += ["", "Setting: the overrides that vary between rows, by their last key segment "
+           f"({', '.join(f'`{k}`' for k in varying)}).",
+           "", f"Values ×{scale:g}; `(n=k/N)`: only k of the N jobs have a value (others NaN).",
            "", "## Paired difference to the reference (same seed)", ""]
     ref_text = " ".join(f"`{k}={v}`" for k, v in reference.items())
     cell_text = ("Cells: mean difference ± std of the per-seed differences, number of pairs, "
@@ -311,9 +320,28 @@ def write_report(root: Path, out: Path, metrics: Sequence[str], reference: dict[
     md, rows = build_report(group_settings(points, seed_key, select_metric), metrics, reference,
                             seed_key, scale, digits, select_metric)
     head = f"# Closed-loop ablation: `{root}`\n\n" + (notes.strip() + "\n\n" if notes else "")
+    if any(f"{metrics[0]}_p_holm" in r for r in rows):  # a reference was found
+        figure = paired_figure(rows, metrics, out.with_suffix(".png"))
+        head += ("## Paired differences to the reference at a glance\n\n"
+                 f"![paired differences]({figure.name})\n\nBars: mean ± std of the per-seed "
+                 "differences (×100); `*`: Holm-adjusted p < 0.05 (the table below).\n\n")
     if trials and select_metric:
         md = tuning_table(trials, select_metric, scale, digits) + "\n" + md
     return write_md_csv(out, head + md, rows)
+
+
+def paired_figure(rows: Sequence[dict[str, Any]], metrics: Sequence[str], path: Path) -> Path:
+    """`path` (png): one panel of paired differences to the reference per metric."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = plot_paired_grid(rows, metrics)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
 
 
 def main(argv: Sequence[str] | None = None) -> int:

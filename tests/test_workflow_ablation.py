@@ -5,7 +5,12 @@ from __future__ import annotations
 import matplotlib
 import pytest
 
-from region_sam3.workflow.ablation import plot_paired, setting_label, varying_settings
+from region_sam3.workflow.ablation import (
+    plot_paired,
+    plot_paired_grid,
+    setting_label,
+    varying_settings,
+)
 
 matplotlib.use("Agg")
 
@@ -37,3 +42,21 @@ def test_paired_plot_skips_the_reference_and_stars_holm_significant_rows():
     assert [t.get_text() for t in ax.texts] == [" *"]  # only T=2 passes Holm
     with pytest.raises(KeyError, match="ablation_report"):
         plot_paired(_rows(), "test/none/mask/AP")
+
+
+def test_paired_grid_one_row_per_metric_one_column_per_split():
+    rows = _rows()
+    extra = {"test/ood/miou/mIoU_topk", "test/test/mask/AP", "test/test/miou/mIoU_topk"}
+    for r in rows:
+        for m in extra:
+            r.update({f"{m}_diff_mean": r[f"{M}_diff_mean"], f"{m}_diff_std": "0.0",
+                      f"{m}_p_holm": "0.5"})
+    rows[1]["test/test/miou/mIoU_topk_diff_mean"] = "nan"  # T=2 untested there: its own rows
+    fig = plot_paired_grid(rows, ["test/test/mask/AP", M, "test/test/miou/mIoU_topk",
+                                  "test/ood/miou/mIoU_topk"])
+    titles = [[ax.get_title() for ax in fig.axes[i:i + 2]] for i in (0, 2)]
+    assert titles == [["test/mask/AP", "ood/mask/AP"], ["test/miou/mIoU_topk", "ood/miou/mIoU_topk"]]
+    mask_ood, miou_test, miou_ood = fig.axes[1], fig.axes[2], fig.axes[3]
+    assert not any(t.get_visible() for t in mask_ood.get_yticklabels())  # same rows as its left
+    assert len(miou_test.patches) == 1 and len(miou_ood.patches) == 2
+    assert any(t.get_text() for t in miou_ood.get_yticklabels())  # different rows: labelled

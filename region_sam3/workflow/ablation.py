@@ -105,3 +105,42 @@ def plot_paired(rows: Sequence[dict[str, str]], metric: str, against: str = "ref
     ax.set_xlabel(f"{metric} − {against.replace('_', ' ')} (×{scale:g}, paired by seed)")
     ax.grid(axis="x", alpha=0.3)
     return ax
+
+
+def plot_paired_grid(rows: Sequence[dict[str, str]], metrics: Sequence[str],
+                     against: str = "reference", ncols: int = 0, scale: float = 100.0):
+    """One `plot_paired` panel per metric (full keys `test/<split>/<metric>`), laid out one
+    column per split and one row per metric when every metric has that form (else `ncols`
+    wide), sharing the setting axis; the figure back."""
+    import matplotlib.pyplot as plt
+
+    parts = [m.split("/", 2) for m in metrics]
+    splits = list(dict.fromkeys(p[1] for p in parts if len(p) == 3))
+    kinds = list(dict.fromkeys(p[2] for p in parts if len(p) == 3))
+    if not ncols and len(splits) * len(kinds) == len(metrics):
+        grid = [[f"{parts[0][0]}/{s}/{k}" for s in splits] for k in kinds]
+    else:
+        ncols = ncols or min(len(metrics), 5)
+        grid = [list(metrics[i:i + ncols]) for i in range(0, len(metrics), ncols)]
+    def tested(metric: str) -> list[int]:
+        col = (f"{metric}_diff_mean" if against == "reference"
+               else f"{metric}_vs_best_baseline_mean")
+        return [k for k, r in enumerate(rows) if math.isfinite(_num(r.get(col, "")))]
+
+    n_rows = max(len(tested(m)) for m in metrics) or 1
+    fig, axes = plt.subplots(len(grid), max(map(len, grid)), squeeze=False,
+                             figsize=(3.2 * max(map(len, grid)) + 2.0,
+                                      (0.28 * n_rows + 0.9) * len(grid)))
+    for i, line in enumerate(grid):
+        for j in range(axes.shape[1]):
+            ax = axes[i][j]
+            if j >= len(line):
+                ax.set_visible(False)
+                continue
+            plot_paired(rows, line[j], against, scale, ax=ax)
+            ax.set_title(line[j].split("/", 1)[-1], fontsize=9)
+            ax.set_xlabel(f"Δ ×{scale:g}", fontsize=8)
+            if j and tested(line[j]) == tested(line[0]):  # same settings, same rows
+                ax.tick_params(labelleft=False)
+    fig.tight_layout()
+    return fig

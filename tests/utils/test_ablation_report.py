@@ -115,6 +115,13 @@ def test_cli_writes_default_outputs(sweep: Path, tmp_path: Path, capsys):
     assert report.main([str(sweep), "--out", str(out)]) == 0
     assert out.with_suffix(".md").is_file() and out.with_suffix(".csv").is_file()
     assert "Paired difference" in capsys.readouterr().out
+    text = out.with_suffix(".md").read_text()
+    # one short setting column, not one column per override key
+    assert "| setting | n | trainable params |" in text
+    assert "| num_iters=2 | 3 | 190,848 |" in text and "| num_iters=0, baseline=lora | 2 |" in text
+    # the figure of paired differences to T=0 sits beside the report and is embedded in it
+    assert "![paired differences](ablation.png)" in text
+    assert out.with_suffix(".png").stat().st_size > 10_000
 
 
 def test_notes_go_under_the_title(sweep: Path, tmp_path: Path):
