@@ -1,0 +1,39 @@
+"""scripts/pooling_saturation.py: the soft-vs-variant weight distances on known masks."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "pooling_saturation.py"
+spec = importlib.util.spec_from_file_location("pooling_saturation", SCRIPT)
+saturation = importlib.util.module_from_spec(spec)
+sys.modules["pooling_saturation"] = saturation
+spec.loader.exec_module(saturation)
+
+
+def test_saturated_masks_give_the_same_weights_for_every_variant():
+    logits = torch.full((1, 2, 8, 8), -30.0)
+    logits[0, 0, 2:5, 2:5] = 30.0  # a square: box == mask, sigmoid 0 or 1 everywhere
+    logits[0, 1, 0:3, 4:8] = 30.0
+    d = saturation.weight_divergence(logits)
+    assert d["uncertain"] == 0.0 and d["soft_outside_fg"] == pytest.approx(0.0, abs=1e-9)
+    for mode in saturation.COMPARED:
+        assert d[f"tv_{mode}"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_a_soft_tail_separates_soft_from_thresholded():
+    # one region: 4 pixels at p=0.9 (foreground), 12 at p=0.1 (tail) on a 4x4 grid
+    p = torch.full((1, 1, 4, 4), 0.1)
+    p[0, 0, :2, :2] = 0.9
+    d = saturation.weight_divergence(p.logit())
+    soft_tail = 12 * 0.1 / (12 * 0.1 + 4 * 0.9)  # soft mass outside the foreground
+    assert d["uncertain"] == 1.0
+    assert d["soft_outside_fg"] == pytest.approx(soft_tail)
+    assert d["tv_thresholded"] == pytest.approx(soft_tail)  # thresholded puts it all inside
+    assert d["tv_box_normalised"] == pytest.approx(soft_tail)  # the box is the 2x2 square
+    assert 0.0 < d["tv_sharpened"] < soft_tail  # sharpening shrinks the tail, keeps some
