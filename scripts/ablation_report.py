@@ -101,7 +101,7 @@ def group_settings(jobs: Sequence[Job], seed_key: str, select_metric: str = "") 
 
 
 def _label(setting: Setting, varying: Sequence[str]) -> str:
-    """`num_iters=2, pool_mode=roi_align`: the varied overrides, last key segment (the CSV
+    """`num_iters=2, pool_mode=roi_align`: the varied overrides by short key (the CSV
     keeps the full override columns)."""
     return setting_label({k: setting.overrides.get(k, "") for k in varying}, varying)
 
@@ -214,7 +214,7 @@ def build_report(
               and all(k in s.overrides for s in settings)]
     if shared:
         md += ["", "Shared overrides: " + " ".join(shared)]
-    md += ["", "Setting: the overrides that vary between rows, by their last key segment "
+    md += ["", "Setting: the overrides that vary between rows, by their shortest unambiguous key suffix "
            f"({', '.join(f'`{k}`' for k in varying)}).",
            "", f"Values ×{scale:g}; `(n=k/N)`: only k of the N jobs have a value (others NaN).",
            "", "## Paired difference to the reference (same seed)", ""]

@@ -9,6 +9,7 @@ from region_sam3.workflow.ablation import (
     plot_paired,
     plot_paired_grid,
     setting_label,
+    short_keys,
     varying_settings,
 )
 
@@ -60,3 +61,10 @@ def test_paired_grid_one_row_per_metric_one_column_per_split():
     assert not any(t.get_visible() for t in mask_ood.get_yticklabels())  # same rows as its left
     assert len(miou_test.patches) == 1 and len(miou_ood.patches) == 2
     assert any(t.get_text() for t in miou_ood.get_yticklabels())  # different rows: labelled
+
+
+def test_short_keys_stay_unambiguous():
+    keys = ["model.optimizer.lr", "model.teacher.lr", "model.region_head.num_iters", "model/baseline"]
+    assert short_keys(keys) == {"model.optimizer.lr": "optimizer.lr", "model.teacher.lr": "teacher.lr",
+                                "model.region_head.num_iters": "num_iters",
+                                "model/baseline": "baseline"}

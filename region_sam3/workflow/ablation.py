@@ -28,10 +28,26 @@ def varying_settings(rows: Sequence[dict[str, str]]) -> list[str]:
     return [c for c in overrides if len({r[c] for r in rows}) > 1]
 
 
+def short_keys(settings: Sequence[str]) -> dict[str, str]:
+    """{override key: its shortest dotted suffix that no other key of `settings` shares}:
+    `model.region_head.num_iters` -> `num_iters`, but `model.optimizer.lr` and
+    `model.teacher.lr` -> `optimizer.lr`, `teacher.lr`."""
+    parts = {c: c.replace("/", ".").split(".") for c in settings}
+    out = {}
+    for c, segs in parts.items():
+        for n in range(1, len(segs) + 1):
+            suffix = segs[-n:]
+            if all(o == c or other[-n:] != suffix for o, other in parts.items()):
+                break
+        out[c] = ".".join(suffix)
+    return out
+
+
 def setting_label(row: dict[str, str], settings: Sequence[str]) -> str:
-    """`num_iters=2, baseline=lora`: the varied overrides of one row (last key segment)."""
-    return ", ".join(f"{c.replace('/', '.').split('.')[-1]}={row[c]}" for c in settings
-                     if row[c]) or "all"
+    """`num_iters=2, baseline=lora`: the varied overrides of one row, each by its shortest
+    unambiguous key suffix (`short_keys`)."""
+    short = short_keys(settings)
+    return ", ".join(f"{short[c]}={row[c]}" for c in settings if row[c]) or "all"
 
 
 def splits_of(rows: Sequence[dict[str, str]], metric: str, stage: str = "test") -> list[str]:
