@@ -214,9 +214,10 @@ def build_report(
               and all(k in s.overrides for s in settings)]
     if shared:
         md += ["", "Shared overrides: " + " ".join(shared)]
-    md += ["", "Setting: the overrides that vary between rows, by their shortest unambiguous key suffix "
-           f"({', '.join(f'`{k}`' for k in varying)}).",
-           "", f"Values ×{scale:g}; `(n=k/N)`: only k of the N jobs have a value (others NaN).",
+    if varying:
+        md += ["", "Setting: the overrides that vary between rows, each by its shortest "
+               f"unambiguous key suffix ({', '.join(f'`{k}`' for k in varying)})."]
+    md += ["", f"Values ×{scale:g}; `(n=k/N)`: only k of the N jobs have a value (others NaN).",
            "", "## Paired difference to the reference (same seed)", ""]
     ref_text = " ".join(f"`{k}={v}`" for k, v in reference.items())
     cell_text = ("Cells: mean difference ± std of the per-seed differences, number of pairs, "
@@ -321,23 +322,25 @@ def write_report(root: Path, out: Path, metrics: Sequence[str], reference: dict[
                             seed_key, scale, digits, select_metric)
     head = f"# Closed-loop ablation: `{root}`\n\n" + (notes.strip() + "\n\n" if notes else "")
     if any(f"{metrics[0]}_p_holm" in r for r in rows):  # a reference was found
-        figure = paired_figure(rows, metrics, out.with_suffix(".png"))
+        figure = paired_figure(rows, metrics, out.with_suffix(".png"), scale)
         head += ("## Paired differences to the reference at a glance\n\n"
                  f"![paired differences]({figure.name})\n\nBars: mean ± std of the per-seed "
-                 "differences (×100); `*`: Holm-adjusted p < 0.05 (the table below).\n\n")
+                 f"differences (×{scale:g}); `*`: Holm-adjusted p < {ALPHA} (the table "
+                 "below).\n\n")
     if trials and select_metric:
         md = tuning_table(trials, select_metric, scale, digits) + "\n" + md
     return write_md_csv(out, head + md, rows)
 
 
-def paired_figure(rows: Sequence[dict[str, Any]], metrics: Sequence[str], path: Path) -> Path:
+def paired_figure(rows: Sequence[dict[str, Any]], metrics: Sequence[str], path: Path,
+                  scale: float = 100.0) -> Path:
     """`path` (png): one panel of paired differences to the reference per metric."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig = plot_paired_grid(rows, metrics)
+    fig = plot_paired_grid(rows, metrics, scale=scale)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
     plt.close(fig)

@@ -2,7 +2,7 @@
 """How different are the pooling variants' weights on the masks a trained head really pools?
 
 Loads a job's tested checkpoint (``<job>/checkpoints/*.ckpt`` besides ``last.ckpt``), runs it on
-``--images`` images of a split and, at every call of the mask-based pooling, measures on the
+``--images`` images of a split and, at every refinement iteration, measures on the
 masks M it is handed (fp32, each region's weights normalised to sum 1):
 
 * the share of pixels with an uncertain probability (``lo < sigmoid(M) < hi``);
@@ -24,13 +24,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 from statistics import mean
+from typing import Any
 
 import torch
 
 import region_sam3.models.pooling as pooling
+import region_sam3.models.region_head as region_head
 
 COMPARED = ("sharpened", "thresholded", "box_normalised")
-_WEIGHTS = pooling.pooling_weights  # the real one: measure() swaps the module's for a spy
+_REGION_POOL = region_head.region_pool  # the real one: measure() swaps the head's for a spy
 
 
 def weight_divergence(logits: torch.Tensor, tau: float = 0.25, threshold: float = 0.5,
@@ -49,7 +51,7 @@ def weight_divergence(logits: torch.Tensor, tau: float = 0.25, threshold: float 
     prob = logits.sigmoid()
 
     def normalised(mode: str) -> torch.Tensor:  # [B,Q,HW]
-        w = _WEIGHTS(logits, mode, tau, threshold).flatten(2)
+        w = pooling.pooling_weights(logits, mode, tau, threshold).flatten(2)
         return w / w.sum(-1, keepdim=True).clamp_min(1e-12)
 
     soft = normalised("soft")
@@ -62,8 +64,15 @@ def weight_divergence(logits: torch.Tensor, tau: float = 0.25, threshold: float 
 
 
 def measure(job: Path, split: str, images: int) -> tuple[dict[str, float], int]:
-    """Mean of :func:`weight_divergence` over every pooling call on `images` images of
-    `split` (each image prompted with its most frequent category), and the number of calls."""
+    """Mean of :func:`weight_divergence` over the masks of every refinement iteration on
+    `images` images of `split` (each image prompted with its most frequent category), and the
+    number of mask batches measured.
+
+    The region head's calls to ``region_pool`` are intercepted (every pooling mode, soft and
+    RoIAlign included), once per iteration however many feature sources it pools, with the
+    ``tau`` / ``threshold`` the head passes. Measured on the masks' own grid; ``mask_pool``
+    pools after resizing them to each feature grid, which only averages neighbouring weights.
+    """
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
@@ -75,26 +84,28 @@ def measure(job: Path, split: str, images: int) -> tuple[dict[str, float], int]:
         raise FileNotFoundError(f"{job}/checkpoints: expected one best-on-val checkpoint besides "
                                 f"last.ckpt, found {[p.name for p in ckpts]}")
     cfg = OmegaConf.load(job / ".hydra" / "config.yaml")
-    head = cfg.model.region_head
     predictor = Sam3Predictor.from_lightning_checkpoint(ckpts[0], device="cpu")
     samples = split_samples(*instantiate(cfg.data).split_paths(split), images, with_masks=True)
     calls: list[dict[str, float]] = []
-    def spy(logits, mode="soft", tau=0.25, threshold=0.5):
-        with torch.no_grad():
-            calls.append(weight_divergence(logits, head.get("pool_tau", tau),
-                                           head.get("pool_threshold", threshold)))
-        return _WEIGHTS(logits, mode, tau, threshold)
+    seen: list[torch.Tensor] = []  # the masks of the current iteration (one per source call)
 
-    pooling.pooling_weights = spy
+    def spy(logits: torch.Tensor, feats: torch.Tensor, mode: str = "soft", tau: float = 0.25,
+            threshold: float = 0.5, *args: Any, **kwargs: Any) -> torch.Tensor:
+        if not seen or seen[-1] is not logits:
+            seen[:] = [logits]
+            calls.append(weight_divergence(logits, tau, threshold))
+        return _REGION_POOL(logits, feats, mode, tau, threshold, *args, **kwargs)
+
+    region_head.region_pool = spy
     try:
         with torch.no_grad():
             for sample in samples:
                 predictor.predict(sample.image, sample.prompt, 0.0)
     finally:
-        pooling.pooling_weights = _WEIGHTS
+        region_head.region_pool = _REGION_POOL
     if not calls:
-        raise RuntimeError(f"{job}: no mask-based pooling call (pool_mode="
-                           f"{head.get('pool_mode')!r}? RoIAlign does not pool masks)")
+        raise RuntimeError(f"{job}: the region head never pooled (model.region_head.num_iters="
+                           f"{cfg.model.region_head.get('num_iters')!r}, or no region head)")
     return {k: mean(c[k] for c in calls) for k in calls[0]}, len(calls)
 
 
@@ -106,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     stats, n = measure(args.job, args.split, args.images)
-    print(f"{args.job} on {args.images} `{args.split}` images, {n} pooling calls:")
+    print(f"{args.job} on {args.images} `{args.split}` images, {n} mask batches "
+          "(one per refinement iteration and image):")
     for key, value in stats.items():
         print(f"  {key}: {value:.4f}")
     return 0

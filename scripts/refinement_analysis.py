@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from statistics import mean, stdev
 
@@ -58,6 +58,7 @@ def curves(jobs: list[Job], splits: list[str], out: Path) -> str:
     fig, axes = plt.subplots(len(CURVES), len(splits), figsize=(3.0 * len(splits), 2.4 * len(CURVES)),
                              squeeze=False, sharex=True)
     width = 1 + max(int(j.overrides[T_KEY]) for j in jobs)  # columns t=0..max trained T
+    seeds = Counter(int(j.overrides[T_KEY]) for j in jobs)  # {trained T: jobs}
     md = ["| split | metric | trained T | " + " | ".join(f"t={t}" for t in range(width)) + " |",
           "|---|---|---|" + "---|" * width]
     for j, split in enumerate(splits):
@@ -69,10 +70,13 @@ def curves(jobs: list[Job], splits: list[str], out: Path) -> str:
                 sd = [stdev(per_t[t]) * 100 if len(per_t[t]) > 1 else 0.0 for t in ts]
                 ax.errorbar(ts, mu, yerr=sd, marker="o", capsize=3, label=f"T={big_t}")
                 # an iterate with no finite value stays an empty cell in its own column
-                by_t = {t: f"{m:.2f} ± {s:.2f}" for t, m, s in zip(ts, mu, sd)}
+                # and one with fewer seeds than the T has jobs says how many it has
+                n = seeds[big_t]
+                by_t = {t: f"{m:.2f} ± {s:.2f}" + ("" if len(per_t[t]) == n else
+                                                   f" (n={len(per_t[t])})")
+                        for t, m, s in zip(ts, mu, sd)}
                 cells = [by_t.get(t, "") for t in range(width)]
-                md.append(f"| {split} | {key} | {big_t} (n={len(per_t.get(0, []))}) | "
-                          + " | ".join(cells) + " |")
+                md.append(f"| {split} | {key} | {big_t} (n={n}) | " + " | ".join(cells) + " |")
             if i == 0:
                 ax.set_title(split, fontsize=10)
             if j == 0:

@@ -68,3 +68,19 @@ def test_short_keys_stay_unambiguous():
     assert short_keys(keys) == {"model.optimizer.lr": "optimizer.lr", "model.teacher.lr": "teacher.lr",
                                 "model.region_head.num_iters": "num_iters",
                                 "model/baseline": "baseline"}
+
+
+@pytest.mark.parametrize("metrics", [
+    ["val/test/mask/AP", M],  # two stages: no split x metric grid
+    ["test/test/mask/AP", "test/ood/miou/mIoU_topk", "AP"],  # an incomplete grid, a bare key
+])
+def test_paired_grid_falls_back_to_the_metrics_as_given(metrics):
+    rows = _rows()
+    for r in rows:
+        for m in metrics:
+            r.setdefault(f"{m}_diff_mean", r[f"{M}_diff_mean"])
+            r.setdefault(f"{m}_diff_std", "0.0")
+            r.setdefault(f"{m}_p_holm", "0.5")
+    fig = plot_paired_grid(rows, metrics)
+    shown = [ax.get_title() for ax in fig.axes if ax.get_visible()]
+    assert shown == [m.split("/", 1)[-1] for m in metrics]  # each asked-for metric, once

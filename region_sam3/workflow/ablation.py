@@ -7,6 +7,10 @@ import csv
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def load_results(path: str | Path) -> list[dict[str, str]]:
@@ -124,7 +128,7 @@ def plot_paired(rows: Sequence[dict[str, str]], metric: str, against: str = "ref
 
 
 def plot_paired_grid(rows: Sequence[dict[str, str]], metrics: Sequence[str],
-                     against: str = "reference", ncols: int = 0, scale: float = 100.0):
+                     against: str = "reference", ncols: int = 0, scale: float = 100.0) -> Figure:
     """One `plot_paired` panel per metric (full keys `test/<split>/<metric>`), laid out one
     column per split and one row per metric when every metric has that form (else `ncols`
     wide), sharing the setting axis; the figure back."""
@@ -133,9 +137,11 @@ def plot_paired_grid(rows: Sequence[dict[str, str]], metrics: Sequence[str],
     parts = [m.split("/", 2) for m in metrics]
     splits = list(dict.fromkeys(p[1] for p in parts if len(p) == 3))
     kinds = list(dict.fromkeys(p[2] for p in parts if len(p) == 3))
-    if not ncols and len(splits) * len(kinds) == len(metrics):
-        grid = [[f"{parts[0][0]}/{s}/{k}" for s in splits] for k in kinds]
-    else:
+    stage = parts[0][0]
+    grid = [[f"{stage}/{s}/{k}" for s in splits] for k in kinds]
+    is_grid = (all(len(p) == 3 and p[0] == stage for p in parts)
+               and sorted(m for line in grid for m in line) == sorted(metrics))
+    if ncols or not is_grid:
         ncols = ncols or min(len(metrics), 5)
         grid = [list(metrics[i:i + ncols]) for i in range(0, len(metrics), ncols)]
     def tested(metric: str) -> list[int]:

@@ -122,6 +122,10 @@ def test_cli_writes_default_outputs(sweep: Path, tmp_path: Path, capsys):
     # the figure of paired differences to T=0 sits beside the report and is embedded in it
     assert "![paired differences](ablation.png)" in text
     assert out.with_suffix(".png").stat().st_size > 10_000
+    assert "(×100); `*`: Holm-adjusted p < 0.05" in text
+    out1 = tmp_path / "res" / "unscaled"
+    assert report.main([str(sweep), "--out", str(out1), "--scale", "1"]) == 0
+    assert "(×1); `*`" in out1.with_suffix(".md").read_text()  # the caption follows --scale
 
 
 def test_notes_go_under_the_title(sweep: Path, tmp_path: Path):

@@ -37,3 +37,19 @@ def test_a_soft_tail_separates_soft_from_thresholded():
     assert d["tv_thresholded"] == pytest.approx(soft_tail)  # thresholded puts it all inside
     assert d["tv_box_normalised"] == pytest.approx(soft_tail)  # the box is the 2x2 square
     assert 0.0 < d["tv_sharpened"] < soft_tail  # sharpening shrinks the tail, keeps some
+
+
+def test_the_region_head_looks_region_pool_up_at_call_time():
+    # measure() swaps region_head.region_pool for a spy: that only sees the head's calls while
+    # the head reads the module global on every call (a local alias would bypass the spy)
+    from region_sam3.models import region_head
+
+    assert saturation._REGION_POOL is region_head.region_pool
+    def global_names(code) -> set[str]:  # comprehensions are nested code objects
+        names = set(code.co_names)
+        for const in code.co_consts:
+            if hasattr(const, "co_names"):
+                names |= global_names(const)
+        return names
+
+    assert "region_pool" in global_names(region_head.RegionHead.forward.__code__)
