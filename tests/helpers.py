@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO_ROOT / "conf"
+
+
+def load_script(name: str) -> ModuleType:
+    """`scripts/<name>.py` as a module (scripts are not a package). Registered in
+    `sys.modules` first: dataclasses look their module up there, and a script importing a
+    sibling (`from aggregate_multirun import ...`) then shares this one."""
+    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def compose_sam3(name: str = "tiny", overrides: list[str] | None = None):

@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from helpers import load_script
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "aggregate_multirun.py"
-spec = importlib.util.spec_from_file_location("aggregate_multirun", SCRIPT)
-agg = importlib.util.module_from_spec(spec)
-sys.modules["aggregate_multirun"] = agg  # dataclasses look their module up in sys.modules
-spec.loader.exec_module(agg)
+agg = load_script("aggregate_multirun")
 
 
 def make_job(root: Path, num: int, overrides: list[str], metrics: dict | None) -> None:

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from helpers import load_script
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "plot_pretrain_curves.py"
-spec = importlib.util.spec_from_file_location("plot_pretrain_curves", SCRIPT)
-curves = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(curves)
+curves = load_script("plot_pretrain_curves")
 
 
 def _run_dir(tmp_path: Path) -> Path:

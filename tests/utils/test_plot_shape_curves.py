@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
-from helpers import REPO_ROOT
+from helpers import load_script
 
-spec = importlib.util.spec_from_file_location("plot_shape_curves",
-                                              REPO_ROOT / "scripts" / "plot_shape_curves.py")
-plot_shape_curves = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(plot_shape_curves)
+plot_shape_curves = load_script("plot_shape_curves")
 
 HEADER = ("epoch,step,train/loss,val/large/shape_acc,val/shape_acc,val/coarse/large/shape_acc,"
           "val/colour_acc\n")

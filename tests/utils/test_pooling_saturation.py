@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import torch
+from helpers import load_script
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "pooling_saturation.py"
-spec = importlib.util.spec_from_file_location("pooling_saturation", SCRIPT)
-saturation = importlib.util.module_from_spec(spec)
-sys.modules["pooling_saturation"] = saturation
-spec.loader.exec_module(saturation)
+saturation = load_script("pooling_saturation")
 
 
 def test_saturated_masks_give_the_same_weights_for_every_variant():
