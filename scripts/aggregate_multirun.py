@@ -104,6 +104,16 @@ class Group:
         return mean(vals), (stdev(vals) if len(vals) > 1 else math.nan), len(vals)
 
 
+def tested_checkpoint(job_dir: Path) -> Path:
+    """The job's best-on-val checkpoint (the one it tested): the single `*.ckpt` in
+    `<job_dir>/checkpoints` besides `last.ckpt`."""
+    best = sorted(p for p in (job_dir / "checkpoints").glob("*.ckpt") if p.name != "last.ckpt")
+    if len(best) != 1:
+        raise FileNotFoundError(f"{job_dir}/checkpoints: expected one best-on-val checkpoint "
+                                f"besides last.ckpt, found {[p.name for p in best]}")
+    return best[0]
+
+
 def group_jobs(jobs: Sequence[Job], ignore: Sequence[str]) -> list[Group]:
     groups: dict[tuple[tuple[str, str], ...], list[Job]] = defaultdict(list)
     for job in jobs:

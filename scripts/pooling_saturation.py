@@ -10,18 +10,19 @@ masks M it is handed (fp32, each region's weights normalised to sum 1):
 * the total-variation distance between the soft weights and those of ``sharpened`` /
   ``thresholded`` / ``box_normalised`` (0: the same pooled token; 1: disjoint supports).
 
-Issue 22 found the three variants equal to soft pooling to 0.02 points on every metric; this
+Issue 22 found the three variants equal to soft pooling to 0.015 points on every metric; this
 says why on a given base (saturated masks leave nothing to sharpen).
 
 Usage::
 
     REGION_SAM3_DATA=~/runs/data python scripts/pooling_saturation.py \
-        ~/runs/ablation/pooling/sharpened/0 --split test --images 8
+        ~/runs/ablation/T/3 --split test --images 8
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from statistics import mean
 from typing import Any
@@ -30,6 +31,9 @@ import torch
 
 import region_sam3.models.pooling as pooling
 import region_sam3.models.region_head as region_head
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from aggregate_multirun import tested_checkpoint  # noqa: E402
 
 COMPARED = ("sharpened", "thresholded", "box_normalised")
 _REGION_POOL = region_head.region_pool  # the real one: measure() swaps the head's for a spy
@@ -79,20 +83,17 @@ def measure(job: Path, split: str, images: int) -> tuple[dict[str, float], int]:
     from region_sam3.predict import Sam3Predictor
     from region_sam3.reporting.overlays import split_samples
 
-    ckpts = sorted(p for p in (job / "checkpoints").glob("*.ckpt") if p.name != "last.ckpt")
-    if len(ckpts) != 1:
-        raise FileNotFoundError(f"{job}/checkpoints: expected one best-on-val checkpoint besides "
-                                f"last.ckpt, found {[p.name for p in ckpts]}")
     cfg = OmegaConf.load(job / ".hydra" / "config.yaml")
-    predictor = Sam3Predictor.from_lightning_checkpoint(ckpts[0], device="cpu")
+    predictor = Sam3Predictor.from_lightning_checkpoint(tested_checkpoint(job), device="cpu")
     samples = split_samples(*instantiate(cfg.data).split_paths(split), images, with_masks=True)
     calls: list[dict[str, float]] = []
-    seen: list[torch.Tensor] = []  # the masks of the current iteration (one per source call)
+    last_masks: torch.Tensor | None = None  # one iteration pools the same masks per source
 
     def spy(logits: torch.Tensor, feats: torch.Tensor, mode: str = "soft", tau: float = 0.25,
             threshold: float = 0.5, *args: Any, **kwargs: Any) -> torch.Tensor:
-        if not seen or seen[-1] is not logits:
-            seen[:] = [logits]
+        nonlocal last_masks
+        if logits is not last_masks:
+            last_masks = logits
             calls.append(weight_divergence(logits, tau, threshold))
         return _REGION_POOL(logits, feats, mode, tau, threshold, *args, **kwargs)
 

@@ -28,7 +28,7 @@ from statistics import mean, stdev
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ablation_stats import best_validation  # noqa: E402
-from aggregate_multirun import Job, find_jobs  # noqa: E402
+from aggregate_multirun import Job, find_jobs, tested_checkpoint  # noqa: E402
 
 from region_sam3.reporting.markdown import CURVES  # noqa: E402
 
@@ -98,14 +98,6 @@ def pick_job(jobs: list[Job], select_metric: str) -> Job:
     return max(pool, key=lambda j: best_validation(j.path, select_metric, j.metrics))
 
 
-def tested_checkpoint(job: Job) -> Path:
-    best = sorted(p for p in (job.path / "checkpoints").glob("*.ckpt") if p.name != "last.ckpt")
-    if len(best) != 1:
-        raise FileNotFoundError(f"{job.path}/checkpoints: expected one best-on-val checkpoint "
-                                f"besides last.ckpt, found {[p.name for p in best]}")
-    return best[0]
-
-
 def examples(job: Job, splits: list[str], out: Path, images: int, eps: float, k: int,
              score_threshold: float) -> str:
     from hydra.utils import instantiate
@@ -121,7 +113,7 @@ def examples(job: Job, splits: list[str], out: Path, images: int, eps: float, k:
         summarize_changes,
     )
 
-    ckpt = tested_checkpoint(job)
+    ckpt = tested_checkpoint(job.path)
     cfg = OmegaConf.load(job.path / ".hydra" / "config.yaml")
     dm = instantiate(cfg.data)
     predictor = Sam3Predictor.from_lightning_checkpoint(ckpt, device="cpu")

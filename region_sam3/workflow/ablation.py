@@ -144,6 +144,7 @@ def plot_paired_grid(rows: Sequence[dict[str, str]], metrics: Sequence[str],
     if ncols or not is_grid:
         ncols = ncols or min(len(metrics), 5)
         grid = [list(metrics[i:i + ncols]) for i in range(0, len(metrics), ncols)]
+
     def tested(metric: str) -> list[int]:
         col = (f"{metric}_diff_mean" if against == "reference"
                else f"{metric}_vs_best_baseline_mean")

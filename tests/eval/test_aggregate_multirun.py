@@ -117,3 +117,14 @@ def test_shared_overrides_leave_the_markdown_columns_but_stay_in_the_csv(tmp_pat
     assert lines[-1] == "Shared overrides: `trainer.max_epochs=1`"
     rows = list(csv.DictReader(csv_path.open()))
     assert [r["trainer.max_epochs"] for r in rows] == ["1", "1"]
+
+
+def test_tested_checkpoint_is_the_one_besides_last(tmp_path: Path):
+    ckpts = tmp_path / "checkpoints"
+    ckpts.mkdir()
+    (ckpts / "last.ckpt").write_bytes(b"")
+    (ckpts / "epoch=1-step=60.ckpt").write_bytes(b"")
+    assert agg.tested_checkpoint(tmp_path) == ckpts / "epoch=1-step=60.ckpt"
+    (ckpts / "epoch=2-step=90.ckpt").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match=r"epoch=1-step=60.ckpt.*epoch=2-step=90.ckpt"):
+        agg.tested_checkpoint(tmp_path)  # two candidates: no silent pick
